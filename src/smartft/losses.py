@@ -1,0 +1,54 @@
+"""Loss functions, all computed in float32 whatever the model's precision."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """Batch mean of KL(P‖Q) + KL(Q‖P) for softmax distributions given by logits.
+
+    Written as Σ (P − Q)(log P − log Q), which is exactly the sum of both KLs and is ≥ 0 term by
+    term, so rounding can never make it negative.
+    """
+    log_p = F.log_softmax(p_logits.float(), dim=-1)
+    log_q = F.log_softmax(q_logits.float(), dim=-1)
+    return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1).mean()
+
+
+def kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """Batch mean of KL(P‖Q)."""
+    log_p = F.log_softmax(p_logits.float(), dim=-1)
+    log_q = F.log_softmax(q_logits.float(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+
+
+def squared_error(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Batch mean of (p − q)² for regression outputs; [B, 1] and [B] are both read as [B].
+
+    Shapes are made equal before subtracting: comparing [B] with [B, 1] would broadcast to [B, B]
+    (a defect of the reference code).
+    """
+    p, q = p.float().reshape(p.shape[0], -1), q.float().reshape(q.shape[0], -1)
+    if p.shape != q.shape:
+        raise ValueError(f"regression outputs differ in shape: {tuple(p.shape)} vs {tuple(q.shape)}")
+    return (p - q).pow(2).sum(-1).mean()
+
+
+def divergence(kind: str, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The named divergence between two model outputs (logits or regression scores)."""
+    if kind == "sym_kl":
+        return symmetric_kl(p, q)
+    if kind == "kl":
+        return kl(p, q)
+    if kind == "mse":
+        return squared_error(p, q)
+    raise ValueError(f"unknown divergence '{kind}' (sym_kl, kl, mse)")
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Cross-entropy for classification, mean squared error for regression (float32)."""
+    if regression:
+        return squared_error(logits, labels)
+    return F.cross_entropy(logits.float(), labels)

@@ -1,0 +1,18 @@
+"""Registry of fine-tuning methods: `--method NAME` maps to a `Method` subclass here."""
+
+from __future__ import annotations
+
+from smartft.errors import ConfigError
+from smartft.methods.base import Method, SetupInfo, model_inputs
+from smartft.methods.smart import Smart
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Method, Smart)}
+
+
+def get_method(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise ConfigError(f"unknown method '{name}'; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+__all__ = ["METHODS", "Method", "SetupInfo", "get_method", "model_inputs"]

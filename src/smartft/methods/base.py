@@ -1,0 +1,66 @@
+"""The method protocol: the training loop only ever talks to a method through this class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class SetupInfo:
+    """What a method may need to know about the run it joins."""
+
+    total_steps: int
+    regression: bool
+    seed: int
+    process_index: int = 0
+
+
+class Method:
+    """Plain fine-tuning: no extra loss terms, nothing to do around the step.
+
+    A method turns (model, batch, clean logits) into named, already weighted loss terms that the
+    loop adds to the task loss, and may act after each optimizer update. `model` is always the
+    unwrapped module (never a DDP wrapper), so extra forwards need no gradient synchronisation.
+    """
+
+    name: ClassVar[str] = "plain"
+    summary: ClassVar[str] = "standard fine-tuning: task loss only"
+    config_classes: ClassVar[tuple[type, ...]] = ()
+
+    def __init__(self, configs: dict[type, Any]) -> None:
+        self.configs = configs
+
+    def setup(self, model: nn.Module, info: SetupInfo) -> None:
+        """Called once after the model is on its device and before the first step."""
+
+    def loss_terms(self, model: nn.Module, batch: dict[str, torch.Tensor],
+                   logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra, weighted loss terms for this batch; the loop adds them to the task loss."""
+        return {}
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called after every optimizer update (not after accumulation micro-steps)."""
+
+    def log_values(self) -> dict[str, float]:
+        """Diagnostics for the last batch (unweighted terms, norms, 0/1 flags); averaged per log
+        line. Weighted loss terms are named `loss_*` to keep the two apart."""
+        return {}
+
+    def counters(self) -> dict[str, int]:
+        """Whole-run counts (e.g. skipped ascent steps) for `all_results.json`."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (e.g. a teacher's weights on resume)."""
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch without labels: what the model's forward takes."""
+    return {k: v for k, v in batch.items() if k != "labels"}

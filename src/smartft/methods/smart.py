@@ -1,0 +1,227 @@
+"""SMART (Jiang et al., ACL 2020): smoothness-inducing adversarial regularization plus momentum
+Bregman proximal point optimization. Both halves switch on and off independently (weight 0 = off,
+and an off half costs nothing and draws no random numbers)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from smartft.config import option
+from smartft.losses import divergence
+from smartft.methods.base import Method, SetupInfo, model_inputs
+from smartft.perturb import EmbeddingHook, ascend, norm
+from smartft.teacher import MeanTeacher
+
+
+@dataclass
+class SmartConfig:
+    """SMART's adversarial smoothness regularizer R_s (defaults: the paper)."""
+
+    smart_lambda: float = field(default=1.0, metadata=option(
+        "weight λ_s of R_s; 0 turns it off (paper: 1, 3 or 5)"))
+    smart_eps: float = field(default=1e-5, metadata=option(
+        "radius ε of the perturbation ball (projection=ball); ignored by projection=unit"))
+    smart_step_size: float = field(default=1e-3, metadata=option("ascent step size η"))
+    smart_noise_std: float = field(default=1e-5, metadata=option("std σ of the random start"))
+    smart_steps: int = field(default=1, metadata=option("ascent steps K (paper: 1)"))
+    smart_norm: str = field(default="inf", metadata=option(
+        "norm for step normalisation and projection", ("inf", "l2")))
+    smart_norm_scope: str = field(default="token", metadata=option(
+        "norms taken per token or per example", ("token", "example")))
+    smart_projection: str = field(default="ball", metadata=option(
+        "ball: clip to the ε-ball (paper); unit: rescale to unit norm (reference code)",
+        ("ball", "unit")))
+    smart_loss: str = field(default="auto", metadata=option(
+        "inner (ascent) loss; auto = symmetric KL, or squared error for regression",
+        ("auto", "sym_kl", "kl", "mse")))
+
+
+@dataclass
+class BregmanConfig:
+    """Momentum Bregman proximal point: a moving-average teacher and its trust-region term."""
+
+    bregman_mu: float = field(default=1.0, metadata=option(
+        "weight μ of the Bregman term; 0 turns the teacher off (paper: 1)"))
+    bregman_beta: float = field(default=0.99, metadata=option("teacher momentum during warm-up"))
+    bregman_beta_final: float = field(default=0.999, metadata=option("teacher momentum after"))
+    bregman_warmup_ratio: float = field(default=0.1, metadata=option(
+        "fraction of updates that use bregman_beta"))
+    bregman_mode: str = field(default="momentum", metadata=option(
+        "momentum: moving average (MBPP); vanilla: previous iterate (VBPP)",
+        ("momentum", "vanilla")))
+
+
+def outer_divergence(regression: bool) -> str:
+    """ℓ_s of the paper: symmetric KL for classification, squared error for regression."""
+    return "mse" if regression else "sym_kl"
+
+
+class SmartRegularizer:
+    """λ_s · R_s for one batch, usable from any training loop.
+
+    >>> reg = SmartRegularizer(model, SmartConfig(smart_lambda=1.0))
+    >>> logits = model(**inputs).logits
+    >>> loss = task_loss + reg(inputs, logits)
+
+    It registers a forward hook on the model's word embeddings (remove with `close()`). The
+    perturbation noise uses its own generator, so it never shifts dropout or data order.
+    """
+
+    def __init__(self, model: nn.Module, config: SmartConfig | None = None,
+                 regression: bool = False, seed: int = 0) -> None:
+        self.model = model
+        self.config = config or SmartConfig()
+        self.regression = regression
+        self.hook = EmbeddingHook(model)
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self.skipped = 0
+        self.last: dict[str, float] = {}
+
+    @property
+    def inner_loss(self) -> str:
+        kind = self.config.smart_loss
+        return outer_divergence(self.regression) if kind == "auto" else kind
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        if self._generator is None:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generator
+
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> Any:
+        def run(delta: torch.Tensor) -> torch.Tensor:
+            with self.hook.perturbed(delta):
+                return self.model(**inputs).logits  # type: ignore[no-any-return]
+        return run
+
+    def penalty(self, inputs: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor | None:
+        """Unweighted R_s, or None when the ascent gradient was not finite (counted, skipped)."""
+        cfg = self.config
+        input_ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask", torch.ones_like(input_ids))
+        mask = mask.unsqueeze(-1).float()
+        device = input_ids.device
+        shape = (*input_ids.shape, self.hook.dim)
+        start = torch.randn(shape, generator=self.generator(device), device=device) * cfg.smart_noise_std
+        forward = self._forward(inputs)
+        target = logits.detach()
+        inner = self.inner_loss
+        delta = ascend(forward, start, mask, lambda out: divergence(inner, out, target),
+                       steps=cfg.smart_steps, step_size=cfg.smart_step_size,
+                       projection=cfg.smart_projection, eps=cfg.smart_eps, kind=cfg.smart_norm,
+                       scope=cfg.smart_norm_scope)
+        if delta is None:
+            self.skipped += 1
+            self.last = {"smart_skipped": 1.0}
+            return None
+        value = divergence(outer_divergence(self.regression), forward(delta), logits)
+        sizes = norm(delta, cfg.smart_norm, "token").squeeze(-1)
+        token_mask = mask.squeeze(-1) > 0
+        self.last = {"smart_rs": float(value.detach()), "smart_skipped": 0.0,
+                     "smart_delta_norm": float(sizes[token_mask].mean()) if token_mask.any()
+                     else 0.0}
+        return value
+
+    def __call__(self, inputs: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+        """λ_s · R_s (a zero tensor when the term is off or was skipped)."""
+        if self.config.smart_lambda == 0:
+            return logits.new_zeros(())
+        value = self.penalty(model_inputs(inputs), logits)
+        if value is None:
+            return logits.new_zeros(())
+        return self.config.smart_lambda * value
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"skipped": self.skipped}
+        if self._generator is not None:
+            state["generator"] = self._generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.skipped = int(state.get("skipped", 0))
+        if "generator" in state:
+            generator = self.generator(torch.device("cpu") if self._generator is None
+                                       else self._generator.device)
+            generator.set_state(state["generator"])
+
+    def close(self) -> None:
+        self.hook.remove()
+
+
+def make_teacher(model: nn.Module, config: BregmanConfig, total_steps: int) -> MeanTeacher:
+    """The teacher the config describes; vanilla mode is momentum 0 (the previous iterate)."""
+    if config.bregman_mode == "vanilla":
+        return MeanTeacher(model, beta=0.0, beta_final=0.0)
+    warmup = math.ceil(config.bregman_warmup_ratio * total_steps)
+    return MeanTeacher(model, config.bregman_beta, config.bregman_beta_final, warmup)
+
+
+class Smart(Method):
+    """R_s on word embeddings (λ_s) plus the mean-teacher Bregman term (μ)."""
+
+    name: ClassVar[str] = "smart"
+    summary: ClassVar[str] = "adversarial smoothness R_s + momentum Bregman proximal point (~3x)"
+    config_classes: ClassVar[tuple[type, ...]] = (SmartConfig, BregmanConfig)
+
+    def __init__(self, configs: dict[type, Any]) -> None:
+        super().__init__(configs)
+        self.smart: SmartConfig = configs.get(SmartConfig, SmartConfig())
+        self.bregman: BregmanConfig = configs.get(BregmanConfig, BregmanConfig())
+        self.regularizer: SmartRegularizer | None = None
+        self.teacher: MeanTeacher | None = None
+        self.kind = "sym_kl"
+        self.last: dict[str, float] = {}
+
+    def setup(self, model: nn.Module, info: SetupInfo) -> None:
+        self.kind = outer_divergence(info.regression)
+        if self.bregman.bregman_mu > 0:  # copy the model before the regularizer hooks it
+            self.teacher = make_teacher(model, self.bregman, info.total_steps)
+        if self.smart.smart_lambda > 0:
+            seed = info.seed * 7919 + info.process_index  # distinct noise on every process
+            self.regularizer = SmartRegularizer(model, self.smart, info.regression, seed)
+
+    def loss_terms(self, model: nn.Module, batch: dict[str, torch.Tensor],
+                   logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        inputs = model_inputs(batch)
+        terms: dict[str, torch.Tensor] = {}
+        self.last = {}
+        if self.regularizer is not None:
+            value = self.regularizer.penalty(inputs, logits)
+            self.last.update(self.regularizer.last)
+            if value is not None:
+                terms["loss_smart"] = self.smart.smart_lambda * value
+        if self.teacher is not None:
+            value = self.teacher.bregman(inputs, logits, self.kind)
+            self.last["bregman_d"] = float(value.detach())
+            self.last["bregman_beta"] = self.teacher.current_beta()
+            terms["loss_bregman"] = self.bregman.bregman_mu * value
+        return terms
+
+    def after_step(self, model: nn.Module) -> None:
+        if self.teacher is not None:
+            self.teacher.update(model)
+
+    def log_values(self) -> dict[str, float]:
+        return dict(self.last)
+
+    def counters(self) -> dict[str, int]:
+        return {"smart_skipped_total": self.regularizer.skipped if self.regularizer else 0}
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        if self.regularizer is not None:
+            state["regularizer"] = self.regularizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.teacher is not None and "teacher" in state:
+            self.teacher.load_state_dict(state["teacher"])
+        if self.regularizer is not None and "regularizer" in state:
+            self.regularizer.load_state_dict(state["regularizer"])

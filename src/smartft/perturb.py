@@ -1,0 +1,120 @@
+"""Where and how SMART perturbs inputs: a hook on the word embeddings, noise, ascent, projections.
+
+The perturbation is added to the *word-embedding output* through a forward hook, before position
+and token-type embeddings and LayerNorm. Feeding the full embedding output back as `inputs_embeds`
+(what the reference code does) applies positions and LayerNorm twice, so even a zero perturbation
+changes the function; the hook keeps the clean function exactly and works for any Hugging Face
+encoder whose `get_input_embeddings()` is the word-embedding table, inside DDP too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+TINY = 1e-12
+
+
+class EmbeddingHook:
+    """Adds `delta` to the word-embedding output while a perturbation is active."""
+
+    def __init__(self, model: nn.Module) -> None:
+        embeddings = model.get_input_embeddings()  # type: ignore[operator]
+        if not isinstance(embeddings, nn.Module):
+            raise TypeError("the model has no input embedding module to perturb")
+        self.embeddings: nn.Module = embeddings
+        self.delta: torch.Tensor | None = None
+        self._handle = embeddings.register_forward_hook(self._hook)
+
+    @property
+    def dim(self) -> int:
+        weight = getattr(self.embeddings, "weight", None)
+        if weight is None:
+            raise TypeError("the input embedding module has no weight")
+        return int(weight.shape[-1])
+
+    def _hook(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        if self.delta is None:
+            return output
+        return output + self.delta.to(output.dtype)
+
+    @contextmanager
+    def perturbed(self, delta: torch.Tensor) -> Iterator[None]:
+        self.delta = delta
+        try:
+            yield
+        finally:
+            self.delta = None
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def _reduce_dims(delta: torch.Tensor, scope: str) -> tuple[int, ...]:
+    if scope == "token":
+        return (-1,)
+    if scope == "example":
+        return tuple(range(1, delta.dim()))
+    raise ValueError(f"unknown norm scope '{scope}' (token, example)")
+
+
+def norm(delta: torch.Tensor, kind: str, scope: str) -> torch.Tensor:
+    """Per-token or per-example ∞- or L2-norm, kept broadcastable against `delta`."""
+    dims = _reduce_dims(delta, scope)
+    if kind == "inf":
+        return delta.abs().amax(dim=dims, keepdim=True)
+    if kind == "l2":
+        return delta.pow(2).sum(dim=dims, keepdim=True).sqrt()
+    raise ValueError(f"unknown norm '{kind}' (inf, l2)")
+
+
+def normalize(grad: torch.Tensor, kind: str, scope: str) -> torch.Tensor:
+    """The ascent direction: the gradient scaled to unit norm (zero stays zero)."""
+    return grad / (norm(grad, kind, scope) + TINY)
+
+
+def project_ball(delta: torch.Tensor, eps: float, kind: str, scope: str) -> torch.Tensor:
+    """Projection onto {‖δ‖ ≤ ε}: a clip for ∞-norm, a rescale for L2 (the paper's method)."""
+    if kind == "inf":  # per token or per example, the ∞-ball is the same box on every coordinate
+        return delta.clamp(-eps, eps)
+    size = norm(delta, kind, scope)
+    return delta * torch.clamp(eps / (size + TINY), max=1.0)
+
+
+def renormalize_unit(delta: torch.Tensor, kind: str, scope: str) -> torch.Tensor:
+    """Rescale to unit norm, as the reference code does after every step (ε is then only a
+    divide-by-zero guard, so the effective radius is 1 whatever ε says)."""
+    return delta / (norm(delta, kind, scope) + TINY)
+
+
+def project(delta: torch.Tensor, projection: str, eps: float, kind: str, scope: str) -> torch.Tensor:
+    if projection == "ball":
+        return project_ball(delta, eps, kind, scope)
+    if projection == "unit":
+        return renormalize_unit(delta, kind, scope)
+    raise ValueError(f"unknown projection '{projection}' (ball, unit)")
+
+
+def ascend(forward: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
+           mask: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], *, steps: int,
+           step_size: float, projection: str, eps: float, kind: str,
+           scope: str) -> torch.Tensor | None:
+    """Projected gradient ascent on the perturbation only; None if a gradient is not finite.
+
+    `forward(delta)` returns the model output with `delta` added to the word embeddings; only
+    `delta` is differentiated (`torch.autograd.grad`), so no parameter gradient is accumulated.
+    """
+    delta = start * mask
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss = loss_fn(forward(delta))
+        (grad,) = torch.autograd.grad(loss, delta)
+        if not torch.isfinite(grad).all():
+            return None
+        step = normalize(grad * mask, kind, scope)
+        delta = project(delta.detach() + step_size * step, projection, eps, kind, scope) * mask
+    return delta.detach()

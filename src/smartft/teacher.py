@@ -1,0 +1,72 @@
+"""The moving-average ("mean teacher") model of momentum Bregman proximal point optimization.
+
+After every optimizer update the teacher moves towards the student, θ̃ ← β θ̃ + (1 − β) θ, with
+β = `beta` for the first `warmup_steps` updates and `beta_final` after (the paper: 0.99 for the
+first 10 %, then 0.999). β = 0 gives the vanilla variant (VBPP): the teacher is the previous
+iterate. The Bregman term μ · ℓ_s(f(x; θ), f(x; θ̃)) keeps each update close to the teacher's
+outputs on clean inputs: a trust region in function space.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from smartft.losses import divergence
+
+
+class MeanTeacher:
+    """A frozen copy of the model that tracks the student by exponential moving average.
+
+    The teacher runs in eval mode (no dropout) under `torch.no_grad()`, so it draws no random
+    numbers and builds no graph.
+    """
+
+    def __init__(self, model: nn.Module, beta: float = 0.99, beta_final: float = 0.999,
+                 warmup_steps: int = 0) -> None:
+        for value in (beta, beta_final):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"teacher momentum must be in [0, 1), got {value}")
+        self.model = copy.deepcopy(model)
+        for module in self.model.modules():  # a hook on the student must not perturb the teacher
+            module._forward_hooks.clear()
+            module._forward_pre_hooks.clear()
+        self.model.eval().requires_grad_(False)
+        self.beta = beta
+        self.beta_final = beta_final
+        self.warmup_steps = warmup_steps
+        self.step = 0
+
+    def current_beta(self) -> float:
+        return self.beta if self.step < self.warmup_steps else self.beta_final
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> None:
+        """θ̃ ← β θ̃ + (1 − β) θ for parameters; buffers are copied."""
+        beta = self.current_beta()
+        student_params = dict(student.named_parameters())
+        for name, param in self.model.named_parameters():
+            param.lerp_(student_params[name].detach().to(param.dtype), 1.0 - beta)
+        student_buffers = dict(student.named_buffers())
+        for name, buffer in self.model.named_buffers():
+            buffer.copy_(student_buffers[name])
+        self.step += 1
+
+    @torch.no_grad()
+    def outputs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**inputs).logits  # type: ignore[no-any-return]
+
+    def bregman(self, inputs: dict[str, torch.Tensor], student_logits: torch.Tensor,
+                kind: str) -> torch.Tensor:
+        """D_Breg = ℓ_s(f(x; θ), f(x; θ̃)) on the clean batch; gradient flows to the student only."""
+        return divergence(kind, student_logits, self.outputs(inputs))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "model": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.step = int(state["step"])
