@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smartft.config import resolve
+from smartft.errors import ConfigError
+from smartft.methods.smart import BregmanConfig, SmartConfig
+
+
+def test_defaults_yaml_then_cli() -> None:
+    run = resolve({"learning_rate": "3e-5"}, {"learning_rate": 1e-4, "seed": 7, "method": "smart",
+                                              "smart_lambda": 3})
+    assert run.train.learning_rate == 3e-5  # the command line wins over the file
+    assert run.train.seed == 7 and run.train.num_train_epochs == 3.0  # file, then default
+    assert run.get(SmartConfig).smart_lambda == 3.0
+    assert run.get(BregmanConfig).bregman_mu == 1.0
+    assert run.flat()["smart_lambda"] == 3.0
+
+
+def test_unknown_key_suggests_the_right_one() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
+        resolve({}, {"learnig_rate": 1e-5}, "run.yaml")
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("seed", "1.5", "expects int"), ("group_by_length", "maybe", "expects bool"),
+    ("eval_strategy", "sometimes", "must be one of"), ("learning_rate", True, "expects float"),
+    ("output_dir", None, None),
+])
+def test_bad_values(key: str, value: object, words: str | None) -> None:
+    if words is None:
+        assert resolve({key: value}).train.output_dir is None
+        return
+    with pytest.raises(ConfigError, match=words):
+        resolve({key: value})
+
+
+def test_method_flags_need_their_method() -> None:
+    with pytest.raises(ConfigError, match="no effect with method 'plain'"):
+        resolve({"smart_eps": "1e-3"})
+    with pytest.raises(ConfigError, match="unknown method"):
+        resolve({"method": "magic"})
+
+
+def test_presets_load(tmp_path: Path) -> None:
+    from smartft.config import load_yaml
+
+    for preset in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+        resolve({}, load_yaml(str(preset)), str(preset))
+    (tmp_path / "bad.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_yaml(str(tmp_path / "bad.yaml"))
