@@ -13,9 +13,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
-WORDS = ("the a man woman dog cat is are was runs sleeps eats sees big small red blue happy sad "
-         "not no yes good bad house car tree park in on at with and or very quite rather "
-         "movie film great terrible boring fun plays sings walks talks book reads writes").split()
+WORDS = (
+    "the a man woman dog cat is are was runs sleeps eats sees big small red blue happy sad not no "
+    "yes good bad house car tree park in on at with and or very quite rather movie film great "
+    "terrible boring fun plays sings walks talks book reads writes"
+).split()
 
 
 def _vocab() -> list[str]:
@@ -31,8 +33,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(_vocab()) + "\n", encoding="utf-8")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=48, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(_vocab()),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(folder)
     BertTokenizer(str(vocab), do_lower_case=True).save_pretrained(folder)
     return str(folder)
@@ -52,8 +60,9 @@ def write_rte(folder: Path, n_train: int = 48, n_dev: int = 16, seed: int = 0) -
             label = "entailment" if i % 2 else "not_entailment"
             lines.append(f"{i}\t{sentence(rng)}\t{sentence(rng)}\t{label}")
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    test = ["index\tsentence1\tsentence2"] + [f"{i}\t{sentence(rng)}\t{sentence(rng)}"
-                                              for i in range(10)]
+    test = ["index\tsentence1\tsentence2"] + [
+        f"{i}\t{sentence(rng)}\t{sentence(rng)}" for i in range(10)
+    ]
     (folder / "test.tsv").write_text("\n".join(test) + "\n", encoding="utf-8")
     return folder
 
@@ -65,11 +74,15 @@ def write_stsb(folder: Path, n_train: int = 40, n_dev: int = 16, seed: int = 0) 
     for split, n in (("train", n_train), ("dev", n_dev)):
         lines = [head + "\tscore"]
         for i in range(n):
-            lines.append(f"{i}\tmain\tf\t2012\t{i:04d}\tnone\tnone\t{sentence(rng)}\t"
-                         f"{sentence(rng)}\t{rng.uniform(0, 5):.3f}")
+            lines.append(
+                f"{i}\tmain\tf\t2012\t{i:04d}\tnone\tnone\t{sentence(rng)}\t"
+                f"{sentence(rng)}\t{rng.uniform(0, 5):.3f}"
+            )
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    test = [head] + [f"{i}\tmain\tf\t2012\t{i:04d}\tnone\tnone\t{sentence(rng)}\t{sentence(rng)}"
-                     for i in range(6)]
+    test = [head] + [
+        f"{i}\tmain\tf\t2012\t{i:04d}\tnone\tnone\t{sentence(rng)}\t{sentence(rng)}"
+        for i in range(6)
+    ]
     (folder / "test.tsv").write_text("\n".join(test) + "\n", encoding="utf-8")
     return folder
 
@@ -84,7 +97,26 @@ def glue_dir(tmp_path: Path) -> Path:
 
 def train_args(model: str, data_dir: Path, out: Path, *extra: str) -> list[str]:
     """A fast `smartft train` command line for the tiny model."""
-    return ["train", "--model_name_or_path", model, "--task_name", "rte", "--data_dir",
-            str(data_dir), "--output_dir", str(out), "--max_seq_length", "32",
-            "--per_device_train_batch_size", "8", "--num_train_epochs", "2",
-            "--learning_rate", "1e-3", "--logging_steps", "2", "--disable_tqdm", *extra]
+    return [
+        "train",
+        "--model_name_or_path",
+        model,
+        "--task_name",
+        "rte",
+        "--data_dir",
+        str(data_dir),
+        "--output_dir",
+        str(out),
+        "--max_seq_length",
+        "32",
+        "--per_device_train_batch_size",
+        "8",
+        "--num_train_epochs",
+        "2",
+        "--learning_rate",
+        "1e-3",
+        "--logging_steps",
+        "2",
+        "--disable_tqdm",
+        *extra,
+    ]

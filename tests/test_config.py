@@ -10,8 +10,10 @@ from smartft.methods.smart import BregmanConfig, SmartConfig
 
 
 def test_defaults_yaml_then_cli() -> None:
-    run = resolve({"learning_rate": "3e-5"}, {"learning_rate": 1e-4, "seed": 7, "method": "smart",
-                                              "smart_lambda": 3})
+    run = resolve(
+        {"learning_rate": "3e-5"},
+        {"learning_rate": 1e-4, "seed": 7, "method": "smart", "smart_lambda": 3},
+    )
     assert run.train.learning_rate == 3e-5  # the command line wins over the file
     assert run.train.seed == 7 and run.train.num_train_epochs == 3.0  # file, then default
     assert run.get(SmartConfig).smart_lambda == 3.0
@@ -24,11 +26,16 @@ def test_unknown_key_suggests_the_right_one() -> None:
         resolve({}, {"learnig_rate": 1e-5}, "run.yaml")
 
 
-@pytest.mark.parametrize(("key", "value", "words"), [
-    ("seed", "1.5", "expects int"), ("group_by_length", "maybe", "expects bool"),
-    ("eval_strategy", "sometimes", "must be one of"), ("learning_rate", True, "expects float"),
-    ("output_dir", None, None),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("seed", "1.5", "expects int"),
+        ("group_by_length", "maybe", "expects bool"),
+        ("eval_strategy", "sometimes", "must be one of"),
+        ("learning_rate", True, "expects float"),
+        ("output_dir", None, None),
+    ],
+)
 def test_bad_values(key: str, value: object, words: str | None) -> None:
     if words is None:
         assert resolve({key: value}).train.output_dir is None

@@ -24,8 +24,9 @@ def events(out: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_train_eval_predict(tiny_model: str, glue_dir: Path, tmp_path: Path,
-                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_eval_predict(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     code, stdout, _ = cli(train_args(tiny_model, glue_dir, out), capsys)
     assert code == 0, stdout
@@ -38,73 +39,145 @@ def test_train_eval_predict(tiny_model: str, glue_dir: Path, tmp_path: Path,
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.id2label == {0: "entailment", 1: "not_entailment"}
 
-    code, stdout, _ = cli(["eval", "--model_name_or_path", str(out), "--task_name", "rte",
-                           "--data_dir", str(glue_dir), "--output_file",
-                           str(tmp_path / "m.json")], capsys)
+    code, stdout, _ = cli(
+        [
+            "eval",
+            "--model_name_or_path",
+            str(out),
+            "--task_name",
+            "rte",
+            "--data_dir",
+            str(glue_dir),
+            "--output_file",
+            str(tmp_path / "m.json"),
+        ],
+        capsys,
+    )
     assert code == 0
     assert json.loads(stdout)["accuracy"] == pytest.approx(results["eval_accuracy"])
     assert json.loads((tmp_path / "m.json").read_text())["examples"] == 16
 
-    code, stdout, _ = cli(["predict", "--model_name_or_path", str(out), "--task_name", "rte",
-                           "--data_dir", str(glue_dir), "--output_dir", str(tmp_path / "sub")],
-                          capsys)
+    code, stdout, _ = cli(
+        [
+            "predict",
+            "--model_name_or_path",
+            str(out),
+            "--task_name",
+            "rte",
+            "--data_dir",
+            str(glue_dir),
+            "--output_dir",
+            str(tmp_path / "sub"),
+        ],
+        capsys,
+    )
     assert code == 0
     lines = (tmp_path / "sub" / "RTE.tsv").read_text().splitlines()
     assert lines[0] == "index\tprediction" and len(lines) == 11
     assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
 
 
-def test_same_seed_same_metrics(tiny_model: str, glue_dir: Path, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_same_seed_same_metrics(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     runs = []
     for name in ("a", "b"):
         assert cli(train_args(tiny_model, glue_dir, tmp_path / name, "--seed", "3"), capsys)[0] == 0
-        runs.append([{k: v for k, v in e.items() if k != "step_time_s"}
-                     for e in events(tmp_path / name)])
+        runs.append(
+            [{k: v for k, v in e.items() if k != "step_time_s"} for e in events(tmp_path / name)]
+        )
     assert runs[0] == runs[1]
 
 
-def test_regression_task(tiny_model: str, glue_dir: Path, tmp_path: Path,
-                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_regression_task(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = train_args(tiny_model, glue_dir, tmp_path / "sts")
     args[args.index("rte")] = "stsb"
     assert cli(args, capsys)[0] == 0
     results = json.loads((tmp_path / "sts" / "all_results.json").read_text())
     assert results["main_metric"] == "pearson" and "eval_spearman" in results
-    code, stdout, _ = cli(["predict", "--model_name_or_path", str(tmp_path / "sts"),
-                           "--task_name", "stsb", "--data_dir", str(glue_dir),
-                           "--output_dir", str(tmp_path / "sub")], capsys)
+    code, _, _ = cli(
+        [
+            "predict",
+            "--model_name_or_path",
+            str(tmp_path / "sts"),
+            "--task_name",
+            "stsb",
+            "--data_dir",
+            str(glue_dir),
+            "--output_dir",
+            str(tmp_path / "sub"),
+        ],
+        capsys,
+    )
     assert code == 0
     rows = (tmp_path / "sub" / "STS-B.tsv").read_text().splitlines()[1:]
     assert len(rows) == 6 and all(float(r.split("\t")[1]) == float(r.split("\t")[1]) for r in rows)
 
 
-def test_custom_jsonl_files(tiny_model: str, tmp_path: Path,
-                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_custom_jsonl_files(
+    tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for split, n in (("train", 24), ("dev", 8)):
-        rows = [{"review": "good fun movie ." if i % 3 else "bad boring film .",
-                 "stars": ["neg", "pos", "pos"][i % 3]} for i in range(n)]
+        rows = [
+            {
+                "review": "good fun movie ." if i % 3 else "bad boring film .",
+                "stars": ["neg", "pos", "pos"][i % 3],
+            }
+            for i in range(n)
+        ]
         (tmp_path / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = tmp_path / "run"
-    code, stdout, err = cli(["train", "--model_name_or_path", tiny_model,
-                             "--train_file", str(tmp_path / "train.jsonl"),
-                             "--validation_file", str(tmp_path / "dev.jsonl"),
-                             "--text_columns", "review", "--label_column", "stars",
-                             "--output_dir", str(out), "--num_train_epochs", "1",
-                             "--disable_tqdm"], capsys)
+    code, stdout, err = cli(
+        [
+            "train",
+            "--model_name_or_path",
+            tiny_model,
+            "--train_file",
+            str(tmp_path / "train.jsonl"),
+            "--validation_file",
+            str(tmp_path / "dev.jsonl"),
+            "--text_columns",
+            "review",
+            "--label_column",
+            "stars",
+            "--output_dir",
+            str(out),
+            "--num_train_epochs",
+            "1",
+            "--disable_tqdm",
+        ],
+        capsys,
+    )
     assert code == 0, err
     results = json.loads((out / "all_results.json").read_text())
     assert {"eval_accuracy", "eval_f1"} <= set(results)
-    code, stdout, _ = cli(["eval", "--model_name_or_path", str(out), "--validation_file",
-                           str(tmp_path / "dev.jsonl"), "--text_columns", "review",
-                           "--label_column", "stars"], capsys)
+    code, stdout, _ = cli(
+        [
+            "eval",
+            "--model_name_or_path",
+            str(out),
+            "--validation_file",
+            str(tmp_path / "dev.jsonl"),
+            "--text_columns",
+            "review",
+            "--label_column",
+            "stars",
+        ],
+        capsys,
+    )
     assert code == 0 and json.loads(stdout)["examples"] == 8
 
 
 @pytest.mark.parametrize("problem", ["bad_label", "hub_id", "no_data", "not_empty"])
 def test_errors_exit_2_without_traceback_or_output(
-        problem: str, tiny_model: str, glue_dir: Path, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    problem: str,
+    tiny_model: str,
+    glue_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     out = tmp_path / "out"
     args = train_args(tiny_model, glue_dir, out)
     if problem == "bad_label":

@@ -24,8 +24,7 @@ def write(path: Path, text: str | bytes) -> Path:
 def test_tsv_keeps_quotes_and_strips_bom_and_crlf(tmp_path: Path) -> None:
     path = write(tmp_path / "a.tsv", '\ufeffa\tb\r\n"quoted start\tx\r\nplain\t"y\r\n')
     rows = read_tsv(path)
-    assert [r.fields for r in rows] == [{"a": '"quoted start', "b": "x"},
-                                        {"a": "plain", "b": '"y'}]
+    assert [r.fields for r in rows] == [{"a": '"quoted start', "b": "x"}, {"a": "plain", "b": '"y'}]
     assert [r.line for r in rows] == [2, 3]
 
 
@@ -35,13 +34,16 @@ def test_headerless_columns(tmp_path: Path) -> None:
     assert row.line == 1 and row.fields["label"] == "1"
 
 
-@pytest.mark.parametrize(("text", "line", "words"), [
-    ("", None, "empty"),
-    ("a\tb\n", None, "header only"),
-    ("a\tb\n1\t2\n3\n", 3, "ragged row"),
-    ("a\tb\n1\t2\n\n3\t4\n", 3, "empty line"),
-    ("a\ta\n1\t2\n", 1, "duplicate column"),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("", None, "empty"),
+        ("a\tb\n", None, "header only"),
+        ("a\tb\n1\t2\n3\n", 3, "ragged row"),
+        ("a\tb\n1\t2\n\n3\t4\n", 3, "empty line"),
+        ("a\ta\n1\t2\n", 1, "duplicate column"),
+    ],
+)
 def test_tsv_errors(tmp_path: Path, text: str, line: int | None, words: str) -> None:
     path = write(tmp_path / "bad.tsv", text)
     with pytest.raises(DataError) as err:
@@ -82,8 +84,10 @@ def test_jsonl_errors(tmp_path: Path) -> None:
 
 
 def test_unknown_label_in_glue_file(tmp_path: Path) -> None:
-    write(tmp_path / "RTE" / "train.tsv",
-          "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\tmaybe\n")
+    write(
+        tmp_path / "RTE" / "train.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\tmaybe\n",
+    )
     with pytest.raises(DataError, match="'maybe' is not in") as err:
         load_examples(get_task("rte"), "train", tmp_path)
     assert err.value.line == 3

@@ -12,5 +12,14 @@ from smartft.teacher import MeanTeacher
 
 __version__ = "0.1.0"
 
-__all__ = ["BregmanConfig", "ConfigError", "DataError", "MeanTeacher", "SmartConfig",
-           "SmartRegularizer", "SmartftError", "make_teacher", "symmetric_kl"]
+__all__ = [
+    "BregmanConfig",
+    "ConfigError",
+    "DataError",
+    "MeanTeacher",
+    "SmartConfig",
+    "SmartRegularizer",
+    "SmartftError",
+    "make_teacher",
+    "symmetric_kl",
+]

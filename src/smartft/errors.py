@@ -12,8 +12,15 @@ class SmartftError(Exception):
 class DataError(SmartftError):
     """A data file is missing or malformed. The message names the file, the line and the fix."""
 
-    def __init__(self, path: object, problem: str, *, line: int | None = None, fix: str = "",
-                 unit: str = "line") -> None:
+    def __init__(
+        self,
+        path: object,
+        problem: str,
+        *,
+        line: int | None = None,
+        fix: str = "",
+        unit: str = "line",
+    ) -> None:
         where = f"{path}" if line is None else f"{path}, {unit} {line}"
         message = f"{where}: {problem}"
         if fix:

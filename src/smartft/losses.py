@@ -32,7 +32,9 @@ def squared_error(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """
     p, q = p.float().reshape(p.shape[0], -1), q.float().reshape(q.shape[0], -1)
     if p.shape != q.shape:
-        raise ValueError(f"regression outputs differ in shape: {tuple(p.shape)} vs {tuple(q.shape)}")
+        raise ValueError(
+            f"regression outputs differ in shape: {tuple(p.shape)} vs {tuple(q.shape)}"
+        )
     return (p - q).pow(2).sum(-1).mean()
 
 

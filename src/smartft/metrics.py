@@ -22,12 +22,17 @@ def _correlation(kind: str, predictions: NDArray[np.float64], labels: NDArray[np
         return math.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = stats.pearsonr(predictions, labels) if kind == "pearson" else \
-            stats.spearmanr(predictions, labels)
+        result = (
+            stats.pearsonr(predictions, labels)
+            if kind == "pearson"
+            else stats.spearmanr(predictions, labels)
+        )
     return float(result[0])
 
 
-def compute_metric(name: str, predictions: NDArray[np.float64], labels: NDArray[np.float64]) -> float:
+def compute_metric(
+    name: str, predictions: NDArray[np.float64], labels: NDArray[np.float64]
+) -> float:
     """One metric. Classification predictions are class ids; regression ones are scores."""
     if len(labels) == 0:
         return math.nan
@@ -44,8 +49,9 @@ def compute_metric(name: str, predictions: NDArray[np.float64], labels: NDArray[
     raise ValueError(f"unknown metric '{name}' (known: {', '.join(METRICS)})")
 
 
-def compute_metrics(names: tuple[str, ...], predictions: NDArray[np.float64],
-                    labels: NDArray[np.float64]) -> dict[str, float]:
+def compute_metrics(
+    names: tuple[str, ...], predictions: NDArray[np.float64], labels: NDArray[np.float64]
+) -> dict[str, float]:
     return {name: compute_metric(name, predictions, labels) for name in names}
 
 

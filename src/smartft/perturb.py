@@ -91,7 +91,9 @@ def renormalize_unit(delta: torch.Tensor, kind: str, scope: str) -> torch.Tensor
     return delta / (norm(delta, kind, scope) + TINY)
 
 
-def project(delta: torch.Tensor, projection: str, eps: float, kind: str, scope: str) -> torch.Tensor:
+def project(
+    delta: torch.Tensor, projection: str, eps: float, kind: str, scope: str
+) -> torch.Tensor:
     if projection == "ball":
         return project_ball(delta, eps, kind, scope)
     if projection == "unit":
@@ -99,10 +101,19 @@ def project(delta: torch.Tensor, projection: str, eps: float, kind: str, scope: 
     raise ValueError(f"unknown projection '{projection}' (ball, unit)")
 
 
-def ascend(forward: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor,
-           mask: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor], *, steps: int,
-           step_size: float, projection: str, eps: float, kind: str,
-           scope: str) -> torch.Tensor | None:
+def ascend(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    start: torch.Tensor,
+    mask: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    steps: int,
+    step_size: float,
+    projection: str,
+    eps: float,
+    kind: str,
+    scope: str,
+) -> torch.Tensor | None:
     """Projected gradient ascent on the perturbation only; None if a gradient is not finite.
 
     `forward(delta)` returns the model output with `delta` added to the word embeddings; only

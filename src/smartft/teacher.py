@@ -10,6 +10,8 @@ outputs on clean inputs: a trust region in function space.
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,8 +27,9 @@ class MeanTeacher:
     numbers and builds no graph.
     """
 
-    def __init__(self, model: nn.Module, beta: float = 0.99, beta_final: float = 0.999,
-                 warmup_steps: int = 0) -> None:
+    def __init__(
+        self, model: nn.Module, beta: float = 0.99, beta_final: float = 0.999, warmup_steps: int = 0
+    ) -> None:
         for value in (beta, beta_final):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"teacher momentum must be in [0, 1), got {value}")
@@ -59,8 +62,9 @@ class MeanTeacher:
     def outputs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(**inputs).logits  # type: ignore[no-any-return]
 
-    def bregman(self, inputs: dict[str, torch.Tensor], student_logits: torch.Tensor,
-                kind: str) -> torch.Tensor:
+    def bregman(
+        self, inputs: dict[str, torch.Tensor], student_logits: torch.Tensor, kind: str
+    ) -> torch.Tensor:
         """D_Breg = ℓ_s(f(x; θ), f(x; θ̃)) on the clean batch; gradient flows to the student only."""
         return divergence(kind, student_logits, self.outputs(inputs))
 
@@ -70,3 +74,29 @@ class MeanTeacher:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.step = int(state["step"])
+
+
+TEACHER_WEIGHTS = "smart_teacher.safetensors"
+TEACHER_STATE = "smart_teacher.json"
+
+
+def save_teacher(teacher: MeanTeacher, folder: str | Path) -> None:
+    """Weights as safetensors (no pickle), the step as JSON."""
+    from safetensors.torch import save_model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(teacher.model, str(folder / TEACHER_WEIGHTS))
+    (folder / TEACHER_STATE).write_text(json.dumps({"step": teacher.step}), encoding="utf-8")
+
+
+def load_teacher(teacher: MeanTeacher, folder: str | Path) -> bool:
+    """Restore a teacher saved by `save_teacher`; False if the folder holds none."""
+    from safetensors.torch import load_model
+
+    folder = Path(folder)
+    if not (folder / TEACHER_WEIGHTS).is_file():
+        return False
+    load_model(teacher.model, str(folder / TEACHER_WEIGHTS))
+    teacher.step = int(json.loads((folder / TEACHER_STATE).read_text(encoding="utf-8"))["step"])
+    return True

@@ -36,8 +36,11 @@ class Examples:
 
 def split_path(spec: TaskSpec, split: str, data_dir: Path | None) -> Path:
     if split not in spec.files:
-        raise DataError(f"task {spec.name}", f"has no '{split}' split",
-                        fix=f"choose one of {', '.join(spec.files)}")
+        raise DataError(
+            f"task {spec.name}",
+            f"has no '{split}' split",
+            fix=f"choose one of {', '.join(spec.files)}",
+        )
     name = Path(spec.files[split])
     if name.is_absolute():
         return name
@@ -54,9 +57,11 @@ def read_split(spec: TaskSpec, split: str, data_dir: Path | None) -> tuple[Path,
     first = rows[0]
     for column in columns:
         if column not in first.fields:
-            raise first.error(path, f"missing text column '{column}' (found: "
-                              f"{', '.join(map(str, first.fields))})",
-                              fix="check --text_columns / the file's header")
+            raise first.error(
+                path,
+                f"missing text column '{column}' (found: {', '.join(map(str, first.fields))})",
+                fix="check --text_columns / the file's header",
+            )
     return path, rows
 
 
@@ -73,37 +78,51 @@ def _label_value(spec: TaskSpec, path: Path, row: Row) -> str | None:
     return str(value).strip()
 
 
-def infer_labels(path: Path, rows: Sequence[Row], column: str,
-                 problem_type: str) -> tuple[str, ...] | None:
+def infer_labels(
+    path: Path, rows: Sequence[Row], column: str, problem_type: str
+) -> tuple[str, ...] | None:
     """Label set of a custom training file: None for regression, else the sorted label values.
 
     Integer-looking labels sort numerically; float labels (with a '.') mean regression unless
     classification was asked for; a file mixing numbers and words is refused.
     """
     if column not in rows[0].fields:
-        raise rows[0].error(path, f"missing label column '{column}'",
-                            fix="check --label_column / the file's header")
+        raise rows[0].error(
+            path, f"missing label column '{column}'", fix="check --label_column / the file's header"
+        )
     values = [(row, str(row.fields[column]).strip()) for row in rows]
     numeric = [_is_number(v) for _, v in values]
     if problem_type == "regression":
         for (row, value), ok in zip(values, numeric, strict=True):
             if not ok:
-                raise row.error(path, f"regression target {value!r} is not a number",
-                                fix="use numeric labels, or --problem_type classification")
+                raise row.error(
+                    path,
+                    f"regression target {value!r} is not a number",
+                    fix="use numeric labels, or --problem_type classification",
+                )
         return None
     if any(numeric) and not all(numeric):
         bad = next(row for (row, _), ok in zip(values, numeric, strict=True) if ok != numeric[0])
-        raise bad.error(path, "mixed labels: some are numbers and some are words",
-                        fix="use one kind of label throughout the file")
-    if all(numeric) and problem_type == "auto" and any("." in v or "e" in v.lower()
-                                                       for _, v in values):
+        raise bad.error(
+            path,
+            "mixed labels: some are numbers and some are words",
+            fix="use one kind of label throughout the file",
+        )
+    if (
+        all(numeric)
+        and problem_type == "auto"
+        and any("." in v or "e" in v.lower() for _, v in values)
+    ):
         return None
     distinct = {v for _, v in values}
     key = (lambda v: float(v)) if all(numeric) else (lambda v: v)
     labels = tuple(sorted(distinct, key=key))
     if len(labels) < 2:
-        raise rows[0].error(path, f"only one label value ({labels[0]!r}) in the training file",
-                            fix="classification needs at least two classes")
+        raise rows[0].error(
+            path,
+            f"only one label value ({labels[0]!r}) in the training file",
+            fix="classification needs at least two classes",
+        )
     return labels
 
 
@@ -114,8 +133,9 @@ def _is_number(value: str) -> bool:
         return False
 
 
-def to_examples(spec: TaskSpec, split: str, path: Path, rows: Sequence[Row],
-                require_labels: bool) -> Examples:
+def to_examples(
+    spec: TaskSpec, split: str, path: Path, rows: Sequence[Row], require_labels: bool
+) -> Examples:
     """Validate every row and map labels to ids (classification) or floats (regression)."""
     texts: list[tuple[str, ...]] = []
     labels: list[float] = []
@@ -123,13 +143,17 @@ def to_examples(spec: TaskSpec, split: str, path: Path, rows: Sequence[Row],
     label_to_id = {v: i for i, v in enumerate(spec.labels or ())}
     has_labels = spec.label_column is not None and spec.label_column in rows[0].fields
     if require_labels and not has_labels:
-        raise rows[0].error(path, f"the {split} split has no label column "
-                            f"'{spec.label_column}'", fix="give a labeled file for this split")
+        raise rows[0].error(
+            path,
+            f"the {split} split has no label column '{spec.label_column}'",
+            fix="give a labeled file for this split",
+        )
     for row in rows:
         text = tuple(row.fields.get(c) for c in spec.text_columns)
         if not all(isinstance(t, str) for t in text):
-            missing = [c for c, t in zip(spec.text_columns, text, strict=True)
-                       if not isinstance(t, str)]
+            missing = [
+                c for c, t in zip(spec.text_columns, text, strict=True) if not isinstance(t, str)
+            ]
             raise row.error(path, f"text column(s) {', '.join(missing)} missing or not text")
         if has_labels:
             raw = _label_value(spec, path, row)
@@ -139,14 +163,19 @@ def to_examples(spec: TaskSpec, split: str, path: Path, rows: Sequence[Row],
                 continue
             if spec.labels is None:
                 if not _is_number(raw):
-                    raise row.error(path, f"regression target {raw!r} is not a number",
-                                    fix="every label must be a finite number")
+                    raise row.error(
+                        path,
+                        f"regression target {raw!r} is not a number",
+                        fix="every label must be a finite number",
+                    )
                 labels.append(float(raw))
             elif raw not in label_to_id:
                 where = "the training label set" if split != "train" else "the task's labels"
-                raise row.error(path, f"label {raw!r} is not in {where} "
-                                f"({', '.join(spec.labels)})",
-                                fix="fix the label, or train on data that contains it")
+                raise row.error(
+                    path,
+                    f"label {raw!r} is not in {where} ({', '.join(spec.labels)})",
+                    fix="fix the label, or train on data that contains it",
+                )
             else:
                 labels.append(float(label_to_id[raw]))
         texts.append(text)  # type: ignore[arg-type]
@@ -157,8 +186,9 @@ def to_examples(spec: TaskSpec, split: str, path: Path, rows: Sequence[Row],
     return Examples(path, texts, labels if has_labels else None, ids)
 
 
-def load_examples(spec: TaskSpec, split: str, data_dir: Path | None,
-                  require_labels: bool = True) -> Examples:
+def load_examples(
+    spec: TaskSpec, split: str, data_dir: Path | None, require_labels: bool = True
+) -> Examples:
     path, rows = read_split(spec, split, data_dir)
     return to_examples(spec, split, path, rows, require_labels)
 
@@ -166,8 +196,9 @@ def load_examples(spec: TaskSpec, split: str, data_dir: Path | None,
 class Features(torch.utils.data.Dataset[dict[str, Any]]):
     """Tokenized examples; padding happens per batch in `collate`."""
 
-    def __init__(self, encodings: dict[str, list[list[int]]], labels: list[float] | None,
-                 regression: bool) -> None:
+    def __init__(
+        self, encodings: dict[str, list[list[int]]], labels: list[float] | None, regression: bool
+    ) -> None:
         self.encodings = encodings
         self.labels = labels
         self.regression = regression
@@ -205,8 +236,9 @@ class Collator:
             if key not in items[0]:
                 continue
             fill = self.pad_token_id if key == "input_ids" else 0
-            batch[key] = torch.tensor([item[key] + [fill] * (width - len(item[key]))
-                                       for item in items], dtype=torch.long)
+            batch[key] = torch.tensor(
+                [item[key] + [fill] * (width - len(item[key])) for item in items], dtype=torch.long
+            )
         if "labels" in items[0]:
             dtype = torch.float32 if self.regression else torch.long
             batch["labels"] = torch.tensor([item["labels"] for item in items], dtype=dtype)
@@ -220,8 +252,14 @@ class BatchSampler(torch.utils.data.Sampler[list[int]]):
     shuffles the resulting batches: similar lengths share a batch, the order stays random.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int,
-                 group_by_length: bool = False) -> None:
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        group_by_length: bool = False,
+    ) -> None:
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -243,12 +281,12 @@ class BatchSampler(torch.utils.data.Sampler[list[int]]):
         generator = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
         order = torch.randperm(n, generator=generator).tolist()
         if not self.group_by_length:
-            yield from (order[i:i + size] for i in range(0, n, size))
+            yield from (order[i : i + size] for i in range(0, n, size))
             return
         chunk = 50 * size
-        batches = []
+        batches: list[list[int]] = []
         for start in range(0, n, chunk):
-            part = sorted(order[start:start + chunk], key=lambda i: -self.lengths[i])
-            batches.extend(part[i:i + size] for i in range(0, len(part), size))
+            part = sorted(order[start : start + chunk], key=lambda i: -self.lengths[i])
+            batches.extend(part[i : i + size] for i in range(0, len(part), size))
         for b in torch.randperm(len(batches), generator=generator).tolist():
             yield batches[b]

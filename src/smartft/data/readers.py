@@ -38,15 +38,21 @@ def detect_format(path: Path) -> str:
         return "tsv"
     if suffix in FORMATS:
         return suffix
-    raise DataError(path, f"cannot tell the format from the extension '.{suffix}'",
-                    fix="name the file .tsv, .csv, .jsonl or .json")
+    raise DataError(
+        path,
+        f"cannot tell the format from the extension '.{suffix}'",
+        fix="name the file .tsv, .csv, .jsonl or .json",
+    )
 
 
 def read_text(path: Path) -> str:
     """Read a whole file as UTF-8 (a BOM is dropped); invalid bytes are reported by line."""
     if not path.exists():
-        raise DataError(path, "file not found",
-                        fix="check --data_dir / the file flag; see the README for the layout")
+        raise DataError(
+            path,
+            "file not found",
+            fix="check --data_dir / the file flag; see the README for the layout",
+        )
     if not path.is_file():
         raise DataError(path, "is not a file")
     raw = path.read_bytes()
@@ -54,8 +60,12 @@ def read_text(path: Path) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise DataError(path, f"invalid UTF-8 (byte 0x{raw[err.start]:02x})", line=line,
-                        fix="re-save the file as UTF-8") from None
+        raise DataError(
+            path,
+            f"invalid UTF-8 (byte 0x{raw[err.start]:02x})",
+            line=line,
+            fix="re-save the file as UTF-8",
+        ) from None
     text = text.removeprefix("\ufeff")
     if not text.strip():
         raise DataError(path, "file is empty", fix="point to a file with a header and data rows")
@@ -69,8 +79,9 @@ def _lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def _rows_from_table(path: Path, table: list[list[str]], lines: list[int],
-                     columns: Sequence[str] | None) -> list[Row]:
+def _rows_from_table(
+    path: Path, table: list[list[str]], lines: list[int], columns: Sequence[str] | None
+) -> list[Row]:
     """Turn split records into named rows; `columns` names a headerless file's columns."""
     if columns is None:
         header, body, body_lines = table[0], table[1:], lines[1:]
@@ -84,9 +95,12 @@ def _rows_from_table(path: Path, table: list[list[str]], lines: list[int],
             raise DataError(path, "empty line inside the data", line=line, fix="delete the line")
         if len(values) != len(header):
             raise DataError(
-                path, f"ragged row: {len(values)} fields where the header has {len(header)}",
-                line=line, fix="every row needs exactly one value per column (tabs inside "
-                "a field are not allowed in TSV)")
+                path,
+                f"ragged row: {len(values)} fields where the header has {len(header)}",
+                line=line,
+                fix="every row needs exactly one value per column (tabs inside "
+                "a field are not allowed in TSV)",
+            )
         rows.append(Row(line, dict(zip(header, values, strict=True))))
     if not rows:
         raise DataError(path, "header only, no data rows", fix="add data rows below the header")
@@ -108,8 +122,12 @@ def read_csv(path: Path, columns: Sequence[str] | None = None) -> list[Row]:
             table.append(values if values else [""])
             line_numbers.append(reader.line_num)
     except csv.Error as err:
-        raise DataError(path, f"malformed CSV: {err}", line=reader.line_num,
-                        fix="quote fields that contain commas, quotes or newlines") from None
+        raise DataError(
+            path,
+            f"malformed CSV: {err}",
+            line=reader.line_num,
+            fix="quote fields that contain commas, quotes or newlines",
+        ) from None
     # A quoted CSV record may span lines: it is numbered by the line where it ends.
     return _rows_from_table(path, table, line_numbers, columns)
 
@@ -128,8 +146,9 @@ def read_jsonl(path: Path) -> list[Row]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(path, f"invalid JSON: {err.msg}", line=number,
-                            fix="one JSON object per line") from None
+            raise DataError(
+                path, f"invalid JSON: {err.msg}", line=number, fix="one JSON object per line"
+            ) from None
         rows.append(Row(number, _expect_object(path, value, number)))
     if not rows:
         raise DataError(path, "no JSON objects in the file")
@@ -152,12 +171,15 @@ def read_json_list(path: Path, key: str | None) -> list[Row]:
         value = obj[key]
     if not isinstance(value, list) or not value:
         raise DataError(path, "expected a non-empty JSON list of objects")
-    return [Row(i, _expect_object(path, item, None), unit="record")
-            for i, item in enumerate(value, start=1)]
+    return [
+        Row(i, _expect_object(path, item, None), unit="record")
+        for i, item in enumerate(value, start=1)
+    ]
 
 
-def read_rows(path: Path, fmt: str, *, columns: Sequence[str] | None = None,
-              json_key: str | None = None) -> list[Row]:
+def read_rows(
+    path: Path, fmt: str, *, columns: Sequence[str] | None = None, json_key: str | None = None
+) -> list[Row]:
     if fmt == "tsv":
         return read_tsv(path, columns)
     if fmt == "csv":

@@ -1,6 +1,6 @@
-"""The task registry: where each task's files live, which columns hold text and labels, and how it
-is scored. Label ids follow a fixed, documented order (the one Hugging Face `datasets` uses for GLUE,
-so models trained here also score AdvGLUE, whose files store those ids)."""
+"""The task registry: where each task's files live, which columns hold text and labels, and how
+it is scored. Label ids follow a fixed, documented order (the one Hugging Face `datasets` uses for
+GLUE, so models trained here also score AdvGLUE, whose files store those ids)."""
 
 from __future__ import annotations
 
@@ -58,73 +58,182 @@ class TaskSpec:
         return replace(self, labels=labels)
 
 
-def _glue(name: str, folder: str, text: tuple[str, ...], label: str, labels: tuple[str, ...] | None,
-          metrics: tuple[str, ...], names: tuple[str, ...] = (),
-          headerless: dict[str, tuple[str, ...]] | None = None, id_column: str = "index") -> TaskSpec:
+def _glue(
+    name: str,
+    folder: str,
+    text: tuple[str, ...],
+    label: str,
+    labels: tuple[str, ...] | None,
+    metrics: tuple[str, ...],
+    names: tuple[str, ...] = (),
+    headerless: dict[str, tuple[str, ...]] | None = None,
+    id_column: str = "index",
+) -> TaskSpec:
     files = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
-    return TaskSpec(name=name, files=files, text_columns=text, label_column=label, labels=labels,
-                    metrics=metrics, folder=folder, label_names=names,
-                    submission={"test": f"{folder}.tsv"}, headerless=headerless or {},
-                    id_column=id_column)
+    return TaskSpec(
+        name=name,
+        files=files,
+        text_columns=text,
+        label_column=label,
+        labels=labels,
+        metrics=metrics,
+        folder=folder,
+        label_names=names,
+        submission={"test": f"{folder}.tsv"},
+        headerless=headerless or {},
+        id_column=id_column,
+    )
 
 
 _COLA_COLUMNS = ("source", "label", "original_label", "sentence")
 
 _TASKS: list[TaskSpec] = [
-    _glue("cola", "CoLA", ("sentence",), "label", ("0", "1"), ("mcc", "accuracy"),
-          ("unacceptable", "acceptable"),
-          headerless={"train": _COLA_COLUMNS, "validation": _COLA_COLUMNS}),
-    _glue("sst2", "SST-2", ("sentence",), "label", ("0", "1"), ("accuracy",),
-          ("negative", "positive")),
-    _glue("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), ("accuracy", "f1"),
-          ("not_equivalent", "equivalent")),
+    _glue(
+        "cola",
+        "CoLA",
+        ("sentence",),
+        "label",
+        ("0", "1"),
+        ("mcc", "accuracy"),
+        ("unacceptable", "acceptable"),
+        headerless={"train": _COLA_COLUMNS, "validation": _COLA_COLUMNS},
+    ),
+    _glue(
+        "sst2", "SST-2", ("sentence",), "label", ("0", "1"), ("accuracy",), ("negative", "positive")
+    ),
+    _glue(
+        "mrpc",
+        "MRPC",
+        ("#1 String", "#2 String"),
+        "Quality",
+        ("0", "1"),
+        ("accuracy", "f1"),
+        ("not_equivalent", "equivalent"),
+    ),
     _glue("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman")),
-    _glue("qqp", "QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), ("accuracy", "f1"),
-          ("not_duplicate", "duplicate"), id_column="id"),
-    TaskSpec(name="mnli", folder="MNLI", text_columns=("sentence1", "sentence2"),
-             label_column="gold_label", labels=NLI3, metrics=("accuracy",),
-             files={"train": "train.tsv", "validation_matched": "dev_matched.tsv",
-                    "validation_mismatched": "dev_mismatched.tsv",
-                    "test_matched": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv"},
-             submission={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
-             eval_split="validation_matched"),
+    _glue(
+        "qqp",
+        "QQP",
+        ("question1", "question2"),
+        "is_duplicate",
+        ("0", "1"),
+        ("accuracy", "f1"),
+        ("not_duplicate", "duplicate"),
+        id_column="id",
+    ),
+    TaskSpec(
+        name="mnli",
+        folder="MNLI",
+        text_columns=("sentence1", "sentence2"),
+        label_column="gold_label",
+        labels=NLI3,
+        metrics=("accuracy",),
+        files={
+            "train": "train.tsv",
+            "validation_matched": "dev_matched.tsv",
+            "validation_mismatched": "dev_mismatched.tsv",
+            "test_matched": "test_matched.tsv",
+            "test_mismatched": "test_mismatched.tsv",
+        },
+        submission={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv"},
+        eval_split="validation_matched",
+    ),
     _glue("qnli", "QNLI", ("question", "sentence"), "label", NLI2, ("accuracy",)),
     _glue("rte", "RTE", ("sentence1", "sentence2"), "label", NLI2, ("accuracy",)),
-    _glue("wnli", "WNLI", ("sentence1", "sentence2"), "label", ("0", "1"), ("accuracy",),
-          ("not_entailment", "entailment")),
-    TaskSpec(name="ax", folder="AX", text_columns=("sentence1", "sentence2"), label_column=None,
-             labels=NLI3, metrics=("accuracy",), files={"test": "diagnostic.tsv"},
-             submission={"test": "AX.tsv"}, eval_split="test"),
-    TaskSpec(name="snli", folder="snli_1.0", fmt="jsonl", text_columns=("sentence1", "sentence2"),
-             label_column="gold_label", labels=NLI3, metrics=("accuracy",), skip_labels=("-",),
-             files={"train": "snli_1.0_train.jsonl", "validation": "snli_1.0_dev.jsonl",
-                    "test": "snli_1.0_test.jsonl"}, id_column="pairID"),
-    TaskSpec(name="scitail", folder="SciTailV1.1/tsv_format",
-             text_columns=("premise", "hypothesis"), label_column="label",
-             labels=("entails", "neutral"), metrics=("accuracy",), id_column=None,
-             files={"train": "scitail_1.0_train.tsv", "validation": "scitail_1.0_dev.tsv",
-                    "test": "scitail_1.0_test.tsv"},
-             headerless={s: ("premise", "hypothesis", "label")
-                         for s in ("train", "validation", "test")}),
+    _glue(
+        "wnli",
+        "WNLI",
+        ("sentence1", "sentence2"),
+        "label",
+        ("0", "1"),
+        ("accuracy",),
+        ("not_entailment", "entailment"),
+    ),
+    TaskSpec(
+        name="ax",
+        folder="AX",
+        text_columns=("sentence1", "sentence2"),
+        label_column=None,
+        labels=NLI3,
+        metrics=("accuracy",),
+        files={"test": "diagnostic.tsv"},
+        submission={"test": "AX.tsv"},
+        eval_split="test",
+    ),
+    TaskSpec(
+        name="snli",
+        folder="snli_1.0",
+        fmt="jsonl",
+        text_columns=("sentence1", "sentence2"),
+        label_column="gold_label",
+        labels=NLI3,
+        metrics=("accuracy",),
+        skip_labels=("-",),
+        files={
+            "train": "snli_1.0_train.jsonl",
+            "validation": "snli_1.0_dev.jsonl",
+            "test": "snli_1.0_test.jsonl",
+        },
+        id_column="pairID",
+    ),
+    TaskSpec(
+        name="scitail",
+        folder="SciTailV1.1/tsv_format",
+        text_columns=("premise", "hypothesis"),
+        label_column="label",
+        labels=("entails", "neutral"),
+        metrics=("accuracy",),
+        id_column=None,
+        files={
+            "train": "scitail_1.0_train.tsv",
+            "validation": "scitail_1.0_dev.tsv",
+            "test": "scitail_1.0_test.tsv",
+        },
+        headerless={s: ("premise", "hypothesis", "label") for s in ("train", "validation", "test")},
+    ),
 ]
 for _round in (1, 2, 3):
-    _TASKS.append(TaskSpec(
-        name=f"anli_r{_round}", folder=f"anli_v1.0/R{_round}", fmt="jsonl",
-        text_columns=("context", "hypothesis"), label_column="label", labels=("e", "n", "c"),
-        label_names=NLI3, metrics=("accuracy",), id_column="uid",
-        files={"train": "train.jsonl", "validation": "dev.jsonl", "test": "test.jsonl"}))
-_ADVGLUE = {"sst2": ("sst2", ("sentence",)), "qqp": ("qqp", ("question1", "question2")),
-            "mnli": ("mnli", ("premise", "hypothesis")),
-            "mnli_mm": ("mnli-mm", ("premise", "hypothesis")),
-            "qnli": ("qnli", ("question", "sentence")), "rte": ("rte", ("sentence1", "sentence2"))}
+    _TASKS.append(
+        TaskSpec(
+            name=f"anli_r{_round}",
+            folder=f"anli_v1.0/R{_round}",
+            fmt="jsonl",
+            text_columns=("context", "hypothesis"),
+            label_column="label",
+            labels=("e", "n", "c"),
+            label_names=NLI3,
+            metrics=("accuracy",),
+            id_column="uid",
+            files={"train": "train.jsonl", "validation": "dev.jsonl", "test": "test.jsonl"},
+        )
+    )
+_ADVGLUE = {
+    "sst2": ("sst2", ("sentence",)),
+    "qqp": ("qqp", ("question1", "question2")),
+    "mnli": ("mnli", ("premise", "hypothesis")),
+    "mnli_mm": ("mnli-mm", ("premise", "hypothesis")),
+    "qnli": ("qnli", ("question", "sentence")),
+    "rte": ("rte", ("sentence1", "sentence2")),
+}
 for _base, (_key, _text) in _ADVGLUE.items():
     _glue_spec = next(t for t in _TASKS if t.name == _base.removesuffix("_mm"))
     assert _glue_spec.labels is not None
-    _TASKS.append(TaskSpec(
-        name=f"advglue_{_base}", folder="AdvGLUE", fmt="json", json_key=_key, text_columns=_text,
-        label_column="label", labels=_glue_spec.labels, label_names=_glue_spec.label_names,
-        integer_labels=True, metrics=_glue_spec.metrics, files={"validation": "dev.json"},
-        id_column="idx"))
+    _TASKS.append(
+        TaskSpec(
+            name=f"advglue_{_base}",
+            folder="AdvGLUE",
+            fmt="json",
+            json_key=_key,
+            text_columns=_text,
+            label_column="label",
+            labels=_glue_spec.labels,
+            label_names=_glue_spec.label_names,
+            integer_labels=True,
+            metrics=_glue_spec.metrics,
+            files={"validation": "dev.json"},
+            id_column="idx",
+        )
+    )
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in _TASKS}
 ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "mnli_m": "mnli"}
@@ -134,9 +243,12 @@ def get_task(name: str) -> TaskSpec:
     key = name.lower()
     key = ALIASES.get(key, key)
     if key not in TASKS:
-        raise DataError("--task_name", f"unknown task '{name}'",
-                        fix=f"choose one of {', '.join(TASKS)}, or give --train_file and "
-                        "--validation_file for your own data")
+        raise DataError(
+            "--task_name",
+            f"unknown task '{name}'",
+            fix=f"choose one of {', '.join(TASKS)}, or give --train_file and "
+            "--validation_file for your own data",
+        )
     return TASKS[key]
 
 
@@ -146,6 +258,9 @@ def task_folder(spec: TaskSpec, data_dir: Path, split: str) -> Path:
     for candidate in (data_dir / spec.folder, data_dir):
         if (candidate / name).is_file():
             return candidate
-    raise DataError(data_dir / spec.folder / name, f"{spec.name} {split} file not found",
-                    fix=f"point --data_dir at a folder holding {spec.folder}/{name} "
-                    f"(or {name} itself); see the README's data layout")
+    raise DataError(
+        data_dir / spec.folder / name,
+        f"{spec.name} {split} file not found",
+        fix=f"point --data_dir at a folder holding {spec.folder}/{name} "
+        f"(or {name} itself); see the README's data layout",
+    )

@@ -37,8 +37,9 @@ class Method:
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         """Called once after the model is on its device and before the first step."""
 
-    def loss_terms(self, model: nn.Module, batch: dict[str, torch.Tensor],
-                   logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    def loss_terms(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Extra, weighted loss terms for this batch; the loop adds them to the task loss."""
         return {}
 

@@ -22,38 +22,61 @@ from smartft.teacher import MeanTeacher
 class SmartConfig:
     """SMART's adversarial smoothness regularizer R_s (defaults: the paper)."""
 
-    smart_lambda: float = field(default=1.0, metadata=option(
-        "weight λ_s of R_s; 0 turns it off (paper: 1, 3 or 5)"))
-    smart_eps: float = field(default=1e-5, metadata=option(
-        "radius ε of the perturbation ball (projection=ball); ignored by projection=unit"))
+    smart_lambda: float = field(
+        default=1.0, metadata=option("weight λ_s of R_s; 0 turns it off (paper: 1, 3 or 5)")
+    )
+    smart_eps: float = field(
+        default=1e-5,
+        metadata=option(
+            "radius ε of the perturbation ball (projection=ball); ignored by projection=unit"
+        ),
+    )
     smart_step_size: float = field(default=1e-3, metadata=option("ascent step size η"))
     smart_noise_std: float = field(default=1e-5, metadata=option("std σ of the random start"))
     smart_steps: int = field(default=1, metadata=option("ascent steps K (paper: 1)"))
-    smart_norm: str = field(default="inf", metadata=option(
-        "norm for step normalisation and projection", ("inf", "l2")))
-    smart_norm_scope: str = field(default="token", metadata=option(
-        "norms taken per token or per example", ("token", "example")))
-    smart_projection: str = field(default="ball", metadata=option(
-        "ball: clip to the ε-ball (paper); unit: rescale to unit norm (reference code)",
-        ("ball", "unit")))
-    smart_loss: str = field(default="auto", metadata=option(
-        "inner (ascent) loss; auto = symmetric KL, or squared error for regression",
-        ("auto", "sym_kl", "kl", "mse")))
+    smart_norm: str = field(
+        default="inf", metadata=option("norm for step normalisation and projection", ("inf", "l2"))
+    )
+    smart_norm_scope: str = field(
+        default="token",
+        metadata=option("norms taken per token or per example", ("token", "example")),
+    )
+    smart_projection: str = field(
+        default="ball",
+        metadata=option(
+            "ball: clip to the ε-ball (paper); unit: rescale to unit norm (reference code)",
+            ("ball", "unit"),
+        ),
+    )
+    smart_loss: str = field(
+        default="auto",
+        metadata=option(
+            "inner (ascent) loss; auto = symmetric KL, or squared error for regression",
+            ("auto", "sym_kl", "kl", "mse"),
+        ),
+    )
 
 
 @dataclass
 class BregmanConfig:
     """Momentum Bregman proximal point: a moving-average teacher and its trust-region term."""
 
-    bregman_mu: float = field(default=1.0, metadata=option(
-        "weight μ of the Bregman term; 0 turns the teacher off (paper: 1)"))
+    bregman_mu: float = field(
+        default=1.0,
+        metadata=option("weight μ of the Bregman term; 0 turns the teacher off (paper: 1)"),
+    )
     bregman_beta: float = field(default=0.99, metadata=option("teacher momentum during warm-up"))
     bregman_beta_final: float = field(default=0.999, metadata=option("teacher momentum after"))
-    bregman_warmup_ratio: float = field(default=0.1, metadata=option(
-        "fraction of updates that use bregman_beta"))
-    bregman_mode: str = field(default="momentum", metadata=option(
-        "momentum: moving average (MBPP); vanilla: previous iterate (VBPP)",
-        ("momentum", "vanilla")))
+    bregman_warmup_ratio: float = field(
+        default=0.1, metadata=option("fraction of updates that use bregman_beta")
+    )
+    bregman_mode: str = field(
+        default="momentum",
+        metadata=option(
+            "momentum: moving average (MBPP); vanilla: previous iterate (VBPP)",
+            ("momentum", "vanilla"),
+        ),
+    )
 
 
 def outer_divergence(regression: bool) -> str:
@@ -72,8 +95,13 @@ class SmartRegularizer:
     perturbation noise uses its own generator, so it never shifts dropout or data order.
     """
 
-    def __init__(self, model: nn.Module, config: SmartConfig | None = None,
-                 regression: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        config: SmartConfig | None = None,
+        regression: bool = False,
+        seed: int = 0,
+    ) -> None:
         self.model = model
         self.config = config or SmartConfig()
         self.regression = regression
@@ -97,6 +125,7 @@ class SmartRegularizer:
         def run(delta: torch.Tensor) -> torch.Tensor:
             with self.hook.perturbed(delta):
                 return self.model(**inputs).logits  # type: ignore[no-any-return]
+
         return run
 
     def penalty(self, inputs: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor | None:
@@ -107,14 +136,25 @@ class SmartRegularizer:
         mask = mask.unsqueeze(-1).float()
         device = input_ids.device
         shape = (*input_ids.shape, self.hook.dim)
-        start = torch.randn(shape, generator=self.generator(device), device=device) * cfg.smart_noise_std
+        start = (
+            torch.randn(shape, generator=self.generator(device), device=device)
+            * cfg.smart_noise_std
+        )
         forward = self._forward(inputs)
         target = logits.detach()
         inner = self.inner_loss
-        delta = ascend(forward, start, mask, lambda out: divergence(inner, out, target),
-                       steps=cfg.smart_steps, step_size=cfg.smart_step_size,
-                       projection=cfg.smart_projection, eps=cfg.smart_eps, kind=cfg.smart_norm,
-                       scope=cfg.smart_norm_scope)
+        delta = ascend(
+            forward,
+            start,
+            mask,
+            lambda out: divergence(inner, out, target),
+            steps=cfg.smart_steps,
+            step_size=cfg.smart_step_size,
+            projection=cfg.smart_projection,
+            eps=cfg.smart_eps,
+            kind=cfg.smart_norm,
+            scope=cfg.smart_norm_scope,
+        )
         if delta is None:
             self.skipped += 1
             self.last = {"smart_skipped": 1.0}
@@ -122,9 +162,11 @@ class SmartRegularizer:
         value = divergence(outer_divergence(self.regression), forward(delta), logits)
         sizes = norm(delta, cfg.smart_norm, "token").squeeze(-1)
         token_mask = mask.squeeze(-1) > 0
-        self.last = {"smart_rs": float(value.detach()), "smart_skipped": 0.0,
-                     "smart_delta_norm": float(sizes[token_mask].mean()) if token_mask.any()
-                     else 0.0}
+        self.last = {
+            "smart_rs": float(value.detach()),
+            "smart_skipped": 0.0,
+            "smart_delta_norm": float(sizes[token_mask].mean()) if token_mask.any() else 0.0,
+        }
         return value
 
     def __call__(self, inputs: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
@@ -145,8 +187,9 @@ class SmartRegularizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.skipped = int(state.get("skipped", 0))
         if "generator" in state:
-            generator = self.generator(torch.device("cpu") if self._generator is None
-                                       else self._generator.device)
+            generator = self.generator(
+                torch.device("cpu") if self._generator is None else self._generator.device
+            )
             generator.set_state(state["generator"])
 
     def close(self) -> None:
@@ -185,8 +228,9 @@ class Smart(Method):
             seed = info.seed * 7919 + info.process_index  # distinct noise on every process
             self.regularizer = SmartRegularizer(model, self.smart, info.regression, seed)
 
-    def loss_terms(self, model: nn.Module, batch: dict[str, torch.Tensor],
-                   logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    def loss_terms(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         inputs = model_inputs(batch)
         terms: dict[str, torch.Tensor] = {}
         self.last = {}
