@@ -95,6 +95,14 @@ def glue_dir(tmp_path: Path) -> Path:
     return tmp_path / "glue"
 
 
+def command(name: str, **options: object) -> list[str]:
+    """`smartft NAME --key value ...` as an argument list (True gives a bare flag)."""
+    args = [name]
+    for key, value in options.items():
+        args += [f"--{key}"] if value is True else [f"--{key}", str(value)]
+    return args
+
+
 def train_args(model: str, data_dir: Path, out: Path, *extra: str) -> list[str]:
     """A fast `smartft train` command line for the tiny model."""
     return [

@@ -10,7 +10,7 @@ from transformers import AutoModelForSequenceClassification
 
 from smartft.cli import main
 
-from .conftest import train_args
+from .conftest import command, train_args
 
 
 def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -39,38 +39,26 @@ def test_train_eval_predict(
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.id2label == {0: "entailment", 1: "not_entailment"}
 
-    code, stdout, _ = cli(
-        [
-            "eval",
-            "--model_name_or_path",
-            str(out),
-            "--task_name",
-            "rte",
-            "--data_dir",
-            str(glue_dir),
-            "--output_file",
-            str(tmp_path / "m.json"),
-        ],
-        capsys,
+    evaluate = command(
+        "eval",
+        model_name_or_path=out,
+        task_name="rte",
+        data_dir=glue_dir,
+        output_file=tmp_path / "m.json",
     )
+    code, stdout, _ = cli(evaluate, capsys)
     assert code == 0
     assert json.loads(stdout)["accuracy"] == pytest.approx(results["eval_accuracy"])
     assert json.loads((tmp_path / "m.json").read_text())["examples"] == 16
 
-    code, stdout, _ = cli(
-        [
-            "predict",
-            "--model_name_or_path",
-            str(out),
-            "--task_name",
-            "rte",
-            "--data_dir",
-            str(glue_dir),
-            "--output_dir",
-            str(tmp_path / "sub"),
-        ],
-        capsys,
+    predict = command(
+        "predict",
+        model_name_or_path=out,
+        task_name="rte",
+        data_dir=glue_dir,
+        output_dir=tmp_path / "sub",
     )
+    code, stdout, _ = cli(predict, capsys)
     assert code == 0
     lines = (tmp_path / "sub" / "RTE.tsv").read_text().splitlines()
     assert lines[0] == "index\tprediction" and len(lines) == 11
@@ -97,20 +85,14 @@ def test_regression_task(
     assert cli(args, capsys)[0] == 0
     results = json.loads((tmp_path / "sts" / "all_results.json").read_text())
     assert results["main_metric"] == "pearson" and "eval_spearman" in results
-    code, _, _ = cli(
-        [
-            "predict",
-            "--model_name_or_path",
-            str(tmp_path / "sts"),
-            "--task_name",
-            "stsb",
-            "--data_dir",
-            str(glue_dir),
-            "--output_dir",
-            str(tmp_path / "sub"),
-        ],
-        capsys,
+    predict = command(
+        "predict",
+        model_name_or_path=tmp_path / "sts",
+        task_name="stsb",
+        data_dir=glue_dir,
+        output_dir=tmp_path / "sub",
     )
+    code, _, _ = cli(predict, capsys)
     assert code == 0
     rows = (tmp_path / "sub" / "STS-B.tsv").read_text().splitlines()[1:]
     assert len(rows) == 6 and all(float(r.split("\t")[1]) == float(r.split("\t")[1]) for r in rows)
@@ -153,20 +135,14 @@ def test_custom_jsonl_files(
     assert code == 0, err
     results = json.loads((out / "all_results.json").read_text())
     assert {"eval_accuracy", "eval_f1"} <= set(results)
-    code, stdout, _ = cli(
-        [
-            "eval",
-            "--model_name_or_path",
-            str(out),
-            "--validation_file",
-            str(tmp_path / "dev.jsonl"),
-            "--text_columns",
-            "review",
-            "--label_column",
-            "stars",
-        ],
-        capsys,
+    evaluate = command(
+        "eval",
+        model_name_or_path=out,
+        validation_file=tmp_path / "dev.jsonl",
+        text_columns="review",
+        label_column="stars",
     )
+    code, stdout, _ = cli(evaluate, capsys)
     assert code == 0 and json.loads(stdout)["examples"] == 8
 
 

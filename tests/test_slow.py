@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import GLUE
+from .conftest import GLUE, command
 from .test_engine import cli
 
 pytestmark = [
@@ -59,21 +59,14 @@ def test_minilm_on_a_slice_of_real_rte(
     assert 0.3 < first["task_loss"] < 1.5  # a fresh 2-way head starts near ln 2
     if method == "smart":
         assert first["smart_rs"] > 0 and first["bregman_d"] >= 0
-    code, stdout, _ = cli(
-        [
-            "eval",
-            "--model_name_or_path",
-            str(out),
-            "--task_name",
-            "rte",
-            "--data_dir",
-            str(GLUE),
-            "--max_eval_samples",
-            "48",
-            "--max_seq_length",
-            "96",
-        ],
-        capsys,
+    evaluate = command(
+        "eval",
+        model_name_or_path=out,
+        task_name="rte",
+        data_dir=GLUE,
+        max_eval_samples=48,
+        max_seq_length=96,
     )
+    code, stdout, _ = cli(evaluate, capsys)
     assert code == 0
     assert json.loads(stdout)["accuracy"] == pytest.approx(results["eval_accuracy"])

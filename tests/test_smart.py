@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,19 @@ def batch(seed: int = 0) -> dict[str, torch.Tensor]:
     mask[3, 4:] = 0
     ids[mask == 0] = 0
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+def record_perturbations(reg: SmartRegularizer) -> list[torch.Tensor]:
+    """Every perturbation the regularizer applies, in order."""
+    captured: list[torch.Tensor] = []
+    original = reg.hook.perturbed
+
+    def spy(delta: torch.Tensor) -> AbstractContextManager[None]:
+        captured.append(delta.detach().clone())
+        return original(delta)
+
+    reg.hook.perturbed = spy  # type: ignore[method-assign]
+    return captured
 
 
 def test_zero_perturbation_is_the_plain_forward_exactly() -> None:
@@ -103,14 +117,7 @@ def test_padding_positions_stay_zero(projection: str) -> None:
     reg = SmartRegularizer(
         model, SmartConfig(smart_projection=projection, smart_eps=1e-2, smart_steps=2)
     )
-    captured: list[torch.Tensor] = []
-    original = reg.hook.perturbed
-
-    def spy(delta: torch.Tensor):  # type: ignore[no-untyped-def]
-        captured.append(delta.detach().clone())
-        return original(delta)
-
-    reg.hook.perturbed = spy  # type: ignore[method-assign]
+    captured = record_perturbations(reg)
     reg.penalty(inputs, model(**inputs).logits)
     pad = inputs["attention_mask"] == 0
     for delta in captured:
@@ -124,14 +131,7 @@ def test_ascent_beats_a_random_direction_of_the_same_norm() -> None:
     reg = SmartRegularizer(
         model, SmartConfig(smart_eps=0.05, smart_step_size=0.05, smart_noise_std=1e-3), seed=0
     )
-    captured: list[torch.Tensor] = []
-    original = reg.hook.perturbed
-
-    def spy(delta: torch.Tensor):  # type: ignore[no-untyped-def]
-        captured.append(delta.detach().clone())
-        return original(delta)
-
-    reg.hook.perturbed = spy  # type: ignore[method-assign]
+    captured = record_perturbations(reg)
     value = reg.penalty(inputs, clean)
     assert value is not None
     adversarial = float(value.detach())
