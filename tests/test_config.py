@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,33 @@ def test_presets_load(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_yaml(str(tmp_path / "bad.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("per_device_train_batch_size", "0", "at least 1"),
+        ("learning_rate", "-1", "positive"),
+        ("train_fraction", "1.5", "(0, 1]"),
+        ("warmup_ratio", "1", "[0, 1)"),
+        ("eval_strategy", "steps", "eval_steps"),
+    ],
+)
+def test_out_of_range_values(key: str, value: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        resolve({key: value})
+
+
+def test_train_fraction_is_a_seeded_subset_shared_across_methods() -> None:
+    from smartft.data.dataset import Examples
+
+    examples = Examples(
+        Path("x"),
+        [(str(i),) for i in range(50)],
+        [float(i) for i in range(50)],
+        [str(i) for i in range(50)],
+    )
+    a, b = examples.sample(0.1, seed=1), examples.sample(0.1, seed=1)
+    assert len(a) == 5 and a.texts == b.texts and a.labels == [float(t[0]) for t in a.texts]
+    assert examples.sample(0.1, seed=2).texts != a.texts
+    assert examples.sample(1.0, seed=1) is examples

@@ -1,4 +1,4 @@
-"""`smartft train | eval | predict | methods | tasks`: the command-line front end.
+"""`smartft train | eval | predict | sweep | report | methods | tasks`: the command line.
 
 User errors (bad data, flags, paths) print one message and exit with code 2, no traceback.
 """
@@ -44,6 +44,39 @@ def _parser() -> argparse.ArgumentParser:
         if name == "eval":
             sub.add_argument("--output_file", default=None, help="also write the metrics as JSON")
         add_arguments(sub, [TrainConfig])
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a grid of tasks x methods x seeds (resumable)",
+        description="Runs one after another; finished runs are skipped, an interrupted one "
+        "restarts cleanly. Grid from a YAML file (runs_dir, base, variants, grid) and/or flags.",
+    )
+    sweep.add_argument("--config", default=None, help="sweep YAML file")
+    sweep.add_argument("--runs_dir", default=None, help="one folder per run goes here")
+    sweep.add_argument("--tasks", default=None, help="comma-separated task names")
+    sweep.add_argument("--methods", default=None, help="comma-separated methods (one variant each)")
+    sweep.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 1,2,3")
+    sweep.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a train option for every run (repeatable)",
+    )
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="an extra grid axis over a train option (repeatable)",
+    )
+    sweep.add_argument("--dry_run", action="store_true", help="list the runs still to do")
+    rep = commands.add_parser("report", help="tables and plots over seeds from a runs folder")
+    rep.add_argument("runs_dir", help="folder holding finished runs (e.g. a sweep's runs_dir)")
+    rep.add_argument(
+        "--out", default=None, help="where report.md/json and PNGs go (default: runs_dir)"
+    )
+    rep.add_argument("--baseline", default="plain", help="variant the others are compared with")
+    rep.add_argument("--no_plots", action="store_true", help="skip the PNG plots")
     commands.add_parser("methods", help="list the fine-tuning methods")
     commands.add_parser("tasks", help="list the registered tasks")
     return parser
@@ -68,6 +101,35 @@ def run(argv: Sequence[str] | None = None) -> int:
         for name, spec in TASKS.items():
             kind = "regression" if spec.is_regression else f"{spec.num_labels} classes"
             print(f"{name:16s} {spec.folder:24s} {kind:12s} {', '.join(spec.metrics)}")
+        return 0
+    if args.command == "sweep":
+        from smartft import sweep
+
+        plan = sweep.build(
+            sweep.from_file(args.config),
+            runs_dir=args.runs_dir,
+            tasks=args.tasks,
+            methods=args.methods,
+            seeds=args.seeds,
+            sets=args.set,
+            grids=args.grid,
+        )
+        failed = sweep.run_all(plan, sweep.expand(plan), dry_run=args.dry_run)
+        return 1 if failed else 0
+    if args.command == "report":
+        from pathlib import Path
+
+        from smartft.report import report
+
+        text, files = report(
+            Path(args.runs_dir),
+            Path(args.out) if args.out else None,
+            args.baseline,
+            plots=not args.no_plots,
+        )
+        print(text)
+        for path in files:
+            print(f"wrote {path}")
         return 0
     from smartft import engine
 

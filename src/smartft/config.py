@@ -122,6 +122,16 @@ class TrainConfig:
     max_train_samples: int | None = field(
         default=None, metadata=option("use only the first N training examples")
     )
+    train_fraction: float = field(
+        default=1.0,
+        metadata=option(
+            "use a random fraction of the training data (low-resource runs), drawn with data_seed"
+        ),
+    )
+    data_seed: int = field(
+        default=42,
+        metadata=option("seed of the --train_fraction subset (the same for every method and seed)"),
+    )
     max_eval_samples: int | None = field(
         default=None, metadata=option("use only the first N evaluation examples")
     )
@@ -136,6 +146,28 @@ class TrainConfig:
     method: str = field(
         default="plain", metadata=option("fine-tuning method (see `smartft methods`)")
     )
+
+    def __post_init__(self) -> None:
+        positive = (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "max_seq_length",
+            "logging_steps",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"'{name}' must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"'learning_rate' must be positive, got {self.learning_rate}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ConfigError("give a positive 'num_train_epochs' or 'max_steps'")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 < self.train_fraction <= 1:
+            raise ConfigError(f"'train_fraction' must be in (0, 1], got {self.train_fraction}")
+        if self.eval_strategy == "steps" and self.eval_steps < 1:
+            raise ConfigError("eval_strategy=steps needs 'eval_steps' of at least 1")
 
 
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}

@@ -128,7 +128,7 @@ def load_train_data(cfg: TrainConfig) -> TrainData:
         evaluation = load_examples(spec, spec.eval_split, data_dir(cfg))
     return TrainData(
         spec,
-        train.head(cfg.max_train_samples),
+        train.sample(cfg.train_fraction, cfg.data_seed).head(cfg.max_train_samples),
         evaluation.head(cfg.max_eval_samples) if evaluation else None,
     )
 

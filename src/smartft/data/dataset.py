@@ -30,8 +30,25 @@ class Examples:
     def head(self, n: int | None) -> Examples:
         if n is None or n >= len(self):
             return self
-        labels = None if self.labels is None else self.labels[:n]
-        return Examples(self.path, self.texts[:n], labels, self.ids[:n])
+        return self.select(list(range(n)))
+
+    def select(self, indices: Sequence[int]) -> Examples:
+        labels = None if self.labels is None else [self.labels[i] for i in indices]
+        return Examples(
+            self.path, [self.texts[i] for i in indices], labels, [self.ids[i] for i in indices]
+        )
+
+    def sample(self, fraction: float, seed: int) -> Examples:
+        """A seeded random subset of round(fraction · n) examples (at least one), in file order.
+
+        The subset depends on `seed` only, so runs that differ in method or training seed but
+        share `data_seed` see the same examples (a fair low-resource comparison).
+        """
+        if fraction >= 1.0:
+            return self
+        k = max(1, round(fraction * len(self)))
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return self.select(sorted(order[:k].tolist()))
 
 
 def split_path(spec: TaskSpec, split: str, data_dir: Path | None) -> Path:

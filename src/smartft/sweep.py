@@ -1,0 +1,205 @@
+"""`smartft sweep`: a grid of training runs, one after another, resumable.
+
+A run is finished when its folder holds `all_results.json`; a folder without it is the leftover of
+an interrupted run and is cleared and started again. Each run is a `smartft train` subprocess (its
+memory is returned when it ends; a crash stops only that run) whose options are written to the
+run folder as `run-options.yaml`, its grid coordinates as `sweep.yaml`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from smartft.config import load_yaml, resolve, write_yaml
+from smartft.errors import ConfigError
+
+SWEEP_FILE = "sweep.yaml"
+KEYS = ("runs_dir", "base", "variants", "grid")
+
+
+@dataclass
+class Run:
+    """One cell of the grid: its folder (relative to runs_dir), options and grid coordinates."""
+
+    name: str
+    options: dict[str, Any]
+    axes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Sweep:
+    runs_dir: Path
+    base: dict[str, Any]
+    variants: dict[str, dict[str, Any]]
+    grid: dict[str, list[Any]]
+
+
+def parse_value(text: str) -> Any:
+    """A CLI value as YAML reads it ('3' -> 3, '1e-5' -> 1e-05, 'true' -> True)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads '1e-5' as a string
+        except ValueError:
+            return value
+    return value
+
+
+def from_file(path: str | None) -> dict[str, Any]:
+    data = load_yaml(path) if path else {}
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown sweep key(s) {', '.join(unknown)}; use {', '.join(KEYS)}"
+        )
+    return data
+
+
+def build(
+    data: dict[str, Any],
+    *,
+    runs_dir: str | None = None,
+    tasks: str | None = None,
+    methods: str | None = None,
+    seeds: str | None = None,
+    sets: list[str] | None = None,
+    grids: list[str] | None = None,
+) -> Sweep:
+    """Merge a sweep file with command-line additions (which win)."""
+    base = dict(data.get("base") or {})
+    variants = {str(k): dict(v or {}) for k, v in (data.get("variants") or {}).items()}
+    grid = {
+        str(k): list(v) if isinstance(v, list) else [v] for k, v in (data.get("grid") or {}).items()
+    }
+    for item in sets or []:
+        key, _, value = item.partition("=")
+        if not _:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        base[key.strip()] = parse_value(value)
+    for item in grids or []:
+        key, _, values = item.partition("=")
+        if not _:
+            raise ConfigError(f"--grid expects key=v1,v2,..., got {item!r}")
+        grid[key.strip()] = [parse_value(v) for v in values.split(",")]
+    if tasks:
+        grid["task_name"] = tasks.split(",")
+    if seeds:
+        grid["seed"] = [int(s) for s in seeds.split(",")]
+    if methods:
+        variants = {m: {"method": m} for m in methods.split(",")}
+    if not variants:
+        variants = {str(base.get("method", "plain")): {}}
+    folder = runs_dir or data.get("runs_dir")
+    if not folder:
+        raise ConfigError("sweep: give --runs_dir (or runs_dir: in the sweep file)")
+    if "task_name" not in grid and "task_name" not in base:
+        raise ConfigError("sweep: no task; give --tasks or grid: {task_name: [...]}")
+    for reserved in ("output_dir", "overwrite_output_dir"):
+        if reserved in base or reserved in grid:
+            raise ConfigError(f"sweep: '{reserved}' is set per run by the sweep")
+    return Sweep(Path(folder), base, variants, grid)
+
+
+def _folder_value(value: Any) -> str:
+    return str(value).replace("/", "_")
+
+
+def expand(sweep: Sweep) -> list[Run]:
+    """Every combination of grid values × variants, each checked like a `train` command line.
+
+    Folders read `TASK[/key=value...]/VARIANT/seedN`, so the report can group them.
+    """
+    axes = [k for k in sweep.grid if k not in ("task_name", "seed")]
+    runs = []
+    keys = list(sweep.grid)
+    for values in itertools.product(*(sweep.grid[k] for k in keys)):
+        point = dict(zip(keys, values, strict=True))
+        for variant, options in sweep.variants.items():
+            merged = {**sweep.base, **options, **point}
+            task = merged.get("task_name")
+            seed = merged.get("seed", 42)
+            parts = [
+                _folder_value(task),
+                *(f"{k}={_folder_value(point[k])}" for k in axes),
+                _folder_value(variant),
+                f"seed{seed}",
+            ]
+            coords = {"task": task, "variant": variant, "seed": seed, **{k: point[k] for k in axes}}
+            try:
+                resolve({}, merged, f"sweep run {'/'.join(parts)}")
+            except ConfigError as err:
+                raise ConfigError(str(err)) from None
+            runs.append(Run("/".join(parts), merged, coords))
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError("sweep: two runs map to the same folder; give variants distinct names")
+    return runs
+
+
+def is_done(folder: Path) -> bool:
+    return (folder / "all_results.json").is_file()
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
+    """Run what is not finished yet; returns the number of failed runs."""
+    todo = [r for r in runs if not is_done(sweep.runs_dir / r.name)]
+    print(
+        f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already finished, "
+        f"{len(todo)} to run in {sweep.runs_dir}",
+        flush=True,
+    )
+    if dry_run:
+        for run in todo:
+            print(f"  {run.name}")
+        return 0
+    failed, spent = 0, []
+    for index, run in enumerate(todo, start=1):
+        folder = sweep.runs_dir / run.name
+        if folder.exists():  # an interrupted run: start it again from scratch
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        write_yaml(folder / SWEEP_FILE, run.axes)  # the run's grid coordinates, for the report
+        spec = folder / "run-options.yaml"
+        write_yaml(spec, run.options)
+        started = time.perf_counter()
+        with (folder / "train.log").open("w", encoding="utf-8") as log:
+            code = subprocess.call(
+                [
+                    sys.executable,
+                    "-m",
+                    "smartft.cli",
+                    "train",
+                    "--config",
+                    str(spec),
+                    "--output_dir",
+                    str(folder),
+                    "--overwrite_output_dir",
+                    "--disable_tqdm",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        spent.append(time.perf_counter() - started)
+        eta = _duration(sum(spent) / len(spent) * (len(todo) - index))
+        if code == 0 and is_done(folder):
+            status = f"done in {_duration(spent[-1])}"
+        else:
+            failed += 1
+            status = f"FAILED (exit {code}; see {folder / 'train.log'})"
+        print(f"[{index}/{len(todo)}] {run.name}: {status}; ETA {eta}", flush=True)
+    return failed

@@ -1,0 +1,171 @@
+"""Sweep grid expansion and resume, report statistics, and a tiny end-to-end sweep + report."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from smartft.errors import ConfigError
+from smartft.report import collect, markdown, summarize, verdict
+from smartft.sweep import build, expand, run_all
+
+from .test_engine import cli
+
+
+def test_grid_expansion_names_and_options() -> None:
+    data = {
+        "runs_dir": "runs/x",
+        "base": {"data_dir": "d", "num_train_epochs": 2},
+        "variants": {
+            "plain": {"method": "plain"},
+            "smart-unit": {"method": "smart", "smart_projection": "unit"},
+        },
+        "grid": {"task_name": ["rte", "mrpc"], "seed": [1, 2]},
+    }
+    sweep = build(data, grids=["train_fraction=1.0,0.1"], sets=["learning_rate=5e-5"])
+    runs = expand(sweep)
+    assert len(runs) == 2 * 2 * 2 * 2
+    names = {r.name for r in runs}
+    assert "rte/train_fraction=0.1/smart-unit/seed2" in names
+    run = next(r for r in runs if r.name == "mrpc/train_fraction=1.0/plain/seed1")
+    assert run.options == {
+        "data_dir": "d",
+        "num_train_epochs": 2,
+        "learning_rate": 5e-5,
+        "method": "plain",
+        "task_name": "mrpc",
+        "seed": 1,
+        "train_fraction": 1.0,
+    }
+    assert run.axes == {"task": "mrpc", "variant": "plain", "seed": 1, "train_fraction": 1.0}
+
+
+def test_methods_flag_and_errors() -> None:
+    runs = expand(build({}, runs_dir="r", tasks="rte", methods="plain,smart", seeds="1,2,3"))
+    assert [r.name for r in runs][:2] == ["rte/plain/seed1", "rte/smart/seed1"]
+    with pytest.raises(ConfigError, match="unknown option 'learnig_rate'"):
+        expand(build({}, runs_dir="r", tasks="rte", sets=["learnig_rate=1"]))
+    with pytest.raises(ConfigError, match="runs_dir"):
+        build({}, tasks="rte")
+    with pytest.raises(ConfigError, match="set per run"):
+        build({}, runs_dir="r", tasks="rte", sets=["output_dir=x"])
+
+
+def test_resume_skips_finished_and_restarts_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sweep = build({}, runs_dir=str(tmp_path), tasks="rte", methods="plain", seeds="1,2,3")
+    runs = expand(sweep)
+    (tmp_path / "rte/plain/seed1").mkdir(parents=True)
+    (tmp_path / "rte/plain/seed1/all_results.json").write_text("{}")
+    (tmp_path / "rte/plain/seed2").mkdir(parents=True)
+    (tmp_path / "rte/plain/seed2/half-written.bin").write_text("x")
+    calls: list[str] = []
+
+    def fake_call(cmd: list[str], **kwargs: object) -> int:
+        folder = Path(cmd[cmd.index("--output_dir") + 1])
+        calls.append(folder.name)
+        assert not (folder / "half-written.bin").exists()  # leftovers were cleared
+        (folder / "all_results.json").write_text("{}")
+        return 0
+
+    monkeypatch.setattr("smartft.sweep.subprocess.call", fake_call)
+    assert run_all(sweep, runs) == 0
+    assert calls == ["seed2", "seed3"]
+    assert yaml.safe_load((tmp_path / "rte/plain/seed3/sweep.yaml").read_text())["seed"] == 3
+    calls.clear()
+    assert run_all(sweep, runs) == 0 and calls == []
+
+
+def fake_run(root: Path, task: str, variant: str, seed: int, value: float) -> None:
+    folder = root / task / variant / f"seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "sweep.yaml").write_text(
+        yaml.safe_dump({"task": task, "variant": variant, "seed": seed})
+    )
+    (folder / "all_results.json").write_text(
+        json.dumps(
+            {
+                "task": task,
+                "method": variant,
+                "seed": seed,
+                "main_metric": "accuracy",
+                "eval_accuracy": value,
+                "train_runtime_s": 60.0,
+            }
+        )
+    )
+    (folder / "metrics.jsonl").write_text(
+        json.dumps({"event": "train", "step": 1, "task_loss": 0.7})
+        + "\n"
+        + json.dumps({"event": "eval", "step": 1, "eval_accuracy": value})
+        + "\n"
+    )
+
+
+def test_report_statistics_on_hand_made_results(tmp_path: Path) -> None:
+    plain = [0.60, 0.50, 0.70, 0.55, 0.65]
+    smart = [0.62, 0.53, 0.74, 0.58, 0.66]  # better on every seed
+    for seed, (p, s) in enumerate(zip(plain, smart, strict=True), start=1):
+        fake_run(tmp_path, "rte", "plain", seed, p)
+        fake_run(tmp_path, "rte", "smart", seed, s)
+    cells = {c.variant: c for c in summarize(collect(tmp_path))}
+    assert cells["plain"].median == 0.60 and cells["smart"].median == 0.62
+    assert cells["plain"].std == pytest.approx(statistics.stdev(plain))
+    assert (cells["plain"].min, cells["plain"].max) == (0.50, 0.70)
+    assert cells["smart"].diff_median == pytest.approx(0.02)
+    assert cells["smart"].diff_mean_paired == pytest.approx(0.026)
+    assert cells["smart"].p_wilcoxon == pytest.approx(0.0625)  # 5 positive pairs, exact test
+    assert verdict(cells["smart"]) == "better"
+    table = markdown(list(cells.values()))
+    assert "| smart | 5 | 0.6200 |" in table and "better" in table
+
+
+def test_report_handles_a_single_seed_and_nan(tmp_path: Path) -> None:
+    fake_run(tmp_path, "stsb", "plain", 1, math.nan)
+    (cell,) = summarize(collect(tmp_path))
+    assert math.isnan(cell.median) and math.isnan(cell.std)
+    assert "–" in markdown([cell])
+
+
+def test_tiny_sweep_end_to_end(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    args = [
+        "sweep",
+        "--runs_dir",
+        str(runs),
+        "--tasks",
+        "rte",
+        "--methods",
+        "plain,smart",
+        "--seeds",
+        "1,2",
+        "--set",
+        f"model_name_or_path={tiny_model}",
+        "--set",
+        f"data_dir={glue_dir}",
+        "--set",
+        "max_seq_length=32",
+        "--set",
+        "num_train_epochs=1",
+        "--set",
+        "per_device_train_batch_size=16",
+        "--set",
+        "learning_rate=1e-3",
+    ]
+    code, out, err = cli(args, capsys)
+    assert code == 0, out + err
+    assert out.count("done in") == 4 and "ETA" in out
+    assert cli(args, capsys)[1].count("4 already finished") == 1
+    code, out, _ = cli(["report", str(runs)], capsys)
+    assert code == 0 and "| smart | 2 |" in out
+    assert {p.name for p in runs.glob("*.png")} == {"rte-seeds.png", "rte-curves.png"}
+    summary = json.loads((runs / "report.json").read_text())
+    assert {c["variant"] for c in summary} == {"plain", "smart"}
