@@ -174,3 +174,17 @@ def test_errors_exit_2_without_traceback_or_output(
     assert code == 2
     assert expected in err and "Traceback" not in err
     assert not out.exists() or [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_accumulation_and_step_plus_epoch_evaluation(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "acc"
+    args = train_args(
+        tiny_model, glue_dir, out, "--gradient_accumulation_steps", "2", "--eval_steps", "2"
+    )
+    assert cli(args, capsys)[0] == 0
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["train_steps"] == 6  # 48 examples / batch 8 = 6 batches an epoch, 2 per update
+    eval_steps = [e["step"] for e in events(out) if e["event"] == "eval"]
+    assert eval_steps == [2, 3, 4, 6]  # every 2 updates plus each epoch's end, never twice

@@ -21,6 +21,10 @@ mkdir -p "$OUT"
 ( run smart-unit --method smart --smart_projection unit
   run smart-unit-no-bregman --method smart --smart_projection unit --bregman_mu 0 ) &
 wait
+for run in "$OUT"/*/; do  # keep the small per-run records next to the summary (not the models)
+  mkdir -p "results/rte-seed42/$(basename "$run")"
+  cp "$run/all_results.json" "$run/metrics.jsonl" "$run/config.yaml" "results/rte-seed42/$(basename "$run")/"
+done
 .venv/bin/python - "$OUT" <<'PY' > results/rte-seed42/summary.md
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])

@@ -166,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("smartft: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        code = 0
     sys.exit(code)
 
 

@@ -109,7 +109,12 @@ class TrainConfig:
         default="epoch",
         metadata=option("when to evaluate during training", ("no", "steps", "epoch")),
     )
-    eval_steps: int = field(default=0, metadata=option("with eval_strategy=steps: every N updates"))
+    eval_steps: int = field(
+        default=0,
+        metadata=option(
+            "evaluate every N updates (with eval_strategy=epoch: every N updates and each epoch)"
+        ),
+    )
     logging_steps: int = field(default=20, metadata=option("log averaged losses every N updates"))
     load_best_model_at_end: bool = field(
         default=True,

@@ -398,7 +398,7 @@ def train(run: RunConfig) -> dict[str, Any]:
                 window, window_batches = {}, 0
             if (
                 eval_loader is not None
-                and cfg.eval_strategy == "steps"
+                and cfg.eval_strategy != "no"
                 and cfg.eval_steps > 0
                 and step % cfg.eval_steps == 0
             ):
@@ -406,7 +406,11 @@ def train(run: RunConfig) -> dict[str, Any]:
             if step >= total_steps:
                 break
         else:
-            if eval_loader is not None and cfg.eval_strategy == "epoch":
+            if (
+                eval_loader is not None
+                and cfg.eval_strategy == "epoch"
+                and evaluated_at[-1:] != [step]
+            ):
                 run_eval(step, epoch + 1.0)
         epoch += 1
     progress.close()
