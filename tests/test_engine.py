@@ -181,10 +181,19 @@ def test_accumulation_and_step_plus_epoch_evaluation(
 ) -> None:
     out = tmp_path / "acc"
     args = train_args(
-        tiny_model, glue_dir, out, "--gradient_accumulation_steps", "2", "--eval_steps", "2"
+        tiny_model,
+        glue_dir,
+        out,
+        "--gradient_accumulation_steps",
+        "2",
+        "--eval_steps",
+        "2",
+        "--max_train_samples",
+        "40",
     )
     assert cli(args, capsys)[0] == 0
     results = json.loads((out / "all_results.json").read_text())
-    assert results["train_steps"] == 6  # 48 examples / batch 8 = 6 batches an epoch, 2 per update
+    # 40 examples / batch 8 = 5 batches an epoch: 2 full updates of 2 batches + 1 partial
+    assert results["train_steps"] == 6
     eval_steps = [e["step"] for e in events(out) if e["event"] == "eval"]
     assert eval_steps == [2, 3, 4, 6]  # every 2 updates plus each epoch's end, never twice

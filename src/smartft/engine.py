@@ -290,7 +290,8 @@ def train(run: RunConfig) -> dict[str, Any]:
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
-    updates_per_epoch = max(1, len(train_loader) // cfg.gradient_accumulation_steps)
+    # accelerate also steps on an epoch's last, partial accumulation window: round up
+    updates_per_epoch = math.ceil(len(train_loader) / cfg.gradient_accumulation_steps)
     total_steps = (
         cfg.max_steps
         if cfg.max_steps > 0
