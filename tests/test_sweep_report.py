@@ -169,3 +169,31 @@ def test_tiny_sweep_end_to_end(
     assert {p.name for p in runs.glob("*.png")} == {"rte-seeds.png", "rte-curves.png"}
     summary = json.loads((runs / "report.json").read_text())
     assert {c["variant"] for c in summary} == {"plain", "smart"}
+
+
+def test_sub_grids_with_their_own_variants_and_seeds() -> None:
+    data = {
+        "variants": {
+            "plain": {"method": "plain"},
+            "smart": {"method": "smart"},
+            "smart-unit": {"method": "smart", "smart_projection": "unit"},
+        },
+        "grid": [
+            {"seed": [1, 2], "task_name": ["rte"]},
+            {"seed": [1], "task_name": ["mrpc"], "variants": ["plain", "smart"]},
+            {"seed": [1, 2], "task_name": ["rte"], "variants": ["plain"]},
+        ],
+    }
+    names = [r.name for r in expand(build(data, runs_dir="r"))]
+    assert names == [
+        "rte/plain/seed1",
+        "rte/smart/seed1",
+        "rte/smart-unit/seed1",
+        "rte/plain/seed2",
+        "rte/smart/seed2",
+        "rte/smart-unit/seed2",
+        "mrpc/plain/seed1",
+        "mrpc/smart/seed1",
+    ]  # the repeated rte/plain runs once
+    with pytest.raises(ConfigError, match="unknown variant"):
+        build({"grid": {"task_name": ["rte"], "variants": ["nope"]}}, runs_dir="r")

@@ -40,7 +40,7 @@ class Sweep:
     runs_dir: Path
     base: dict[str, Any]
     variants: dict[str, dict[str, Any]]
-    grid: dict[str, list[Any]]
+    grids: list[dict[str, list[Any]]]  # each expanded on its own; the runs are concatenated
 
 
 def parse_value(text: str) -> Any:
@@ -64,6 +64,12 @@ def from_file(path: str | None) -> dict[str, Any]:
     return data
 
 
+def _as_lists(grid: Any) -> dict[str, list[Any]]:
+    if not isinstance(grid, dict):
+        raise ConfigError("sweep: each grid must be a mapping of option -> list of values")
+    return {str(k): list(v) if isinstance(v, list) else [v] for k, v in grid.items()}
+
+
 def build(
     data: dict[str, Any],
     *,
@@ -74,75 +80,93 @@ def build(
     sets: list[str] | None = None,
     grids: list[str] | None = None,
 ) -> Sweep:
-    """Merge a sweep file with command-line additions (which win)."""
+    """Merge a sweep file with command-line additions (which win, in every sub-grid).
+
+    `grid` is a mapping, or a list of mappings run one after the other; a sub-grid may name
+    the variants it runs under the key `variants` (default: all).
+    """
     base = dict(data.get("base") or {})
     variants = {str(k): dict(v or {}) for k, v in (data.get("variants") or {}).items()}
-    grid = {
-        str(k): list(v) if isinstance(v, list) else [v] for k, v in (data.get("grid") or {}).items()
-    }
+    raw = data.get("grid") or {}
+    sub_grids = [_as_lists(g) for g in (raw if isinstance(raw, list) else [raw])]
     for item in sets or []:
-        key, _, value = item.partition("=")
-        if not _:
+        key, sep, value = item.partition("=")
+        if not sep:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         base[key.strip()] = parse_value(value)
+    extra: dict[str, list[Any]] = {}
     for item in grids or []:
-        key, _, values = item.partition("=")
-        if not _:
+        key, sep, values = item.partition("=")
+        if not sep:
             raise ConfigError(f"--grid expects key=v1,v2,..., got {item!r}")
-        grid[key.strip()] = [parse_value(v) for v in values.split(",")]
+        extra[key.strip()] = [parse_value(v) for v in values.split(",")]
     if tasks:
-        grid["task_name"] = tasks.split(",")
+        extra["task_name"] = tasks.split(",")
     if seeds:
-        grid["seed"] = [int(s) for s in seeds.split(",")]
+        extra["seed"] = [int(s) for s in seeds.split(",")]
     if methods:
         variants = {m: {"method": m} for m in methods.split(",")}
+        for grid in sub_grids:
+            grid.pop("variants", None)
     if not variants:
         variants = {str(base.get("method", "plain")): {}}
+    sub_grids = [{**grid, **extra} for grid in sub_grids]
     folder = runs_dir or data.get("runs_dir")
     if not folder:
         raise ConfigError("sweep: give --runs_dir (or runs_dir: in the sweep file)")
-    if "task_name" not in grid and "task_name" not in base:
-        raise ConfigError("sweep: no task; give --tasks or grid: {task_name: [...]}")
-    for reserved in ("output_dir", "overwrite_output_dir"):
-        if reserved in base or reserved in grid:
-            raise ConfigError(f"sweep: '{reserved}' is set per run by the sweep")
-    return Sweep(Path(folder), base, variants, grid)
+    for grid in sub_grids:
+        if "task_name" not in grid and "task_name" not in base:
+            raise ConfigError("sweep: no task; give --tasks or grid: {task_name: [...]}")
+        unknown = sorted(set(grid.get("variants", [])) - set(variants))
+        if unknown:
+            raise ConfigError(f"sweep: grid names unknown variant(s) {', '.join(unknown)}")
+        for reserved in ("output_dir", "overwrite_output_dir"):
+            if reserved in base or reserved in grid:
+                raise ConfigError(f"sweep: '{reserved}' is set per run by the sweep")
+    return Sweep(Path(folder), base, variants, sub_grids)
 
 
 def _folder_value(value: Any) -> str:
     return str(value).replace("/", "_")
 
 
-def expand(sweep: Sweep) -> list[Run]:
-    """Every combination of grid values × variants, each checked like a `train` command line.
-
-    Folders read `TASK[/key=value...]/VARIANT/seedN`, so the report can group them.
-    """
-    axes = [k for k in sweep.grid if k not in ("task_name", "seed")]
+def _expand_grid(sweep: Sweep, grid: dict[str, list[Any]]) -> list[Run]:
+    chosen = grid.get("variants") or list(sweep.variants)
+    keys = [k for k in grid if k != "variants"]
+    axes = [k for k in keys if k not in ("task_name", "seed")]
     runs = []
-    keys = list(sweep.grid)
-    for values in itertools.product(*(sweep.grid[k] for k in keys)):
+    for values in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, values, strict=True))
-        for variant, options in sweep.variants.items():
-            merged = {**sweep.base, **options, **point}
-            task = merged.get("task_name")
-            seed = merged.get("seed", 42)
+        for variant in chosen:
+            merged = {**sweep.base, **sweep.variants[variant], **point}
+            task, seed = merged.get("task_name"), merged.get("seed", 42)
             parts = [
                 _folder_value(task),
                 *(f"{k}={_folder_value(point[k])}" for k in axes),
                 _folder_value(variant),
                 f"seed{seed}",
             ]
+            resolve({}, merged, f"sweep run {'/'.join(parts)}")  # same checks as `train`
             coords = {"task": task, "variant": variant, "seed": seed, **{k: point[k] for k in axes}}
-            try:
-                resolve({}, merged, f"sweep run {'/'.join(parts)}")
-            except ConfigError as err:
-                raise ConfigError(str(err)) from None
             runs.append(Run("/".join(parts), merged, coords))
-    names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        raise ConfigError("sweep: two runs map to the same folder; give variants distinct names")
     return runs
+
+
+def expand(sweep: Sweep) -> list[Run]:
+    """Every combination of grid values × variants, each checked like a `train` command line.
+
+    Folders read `TASK[/key=value...]/VARIANT/seedN`, so the report can group them. A run that
+    two sub-grids both produce (same folder, same options) is kept once.
+    """
+    runs: dict[str, Run] = {}
+    for grid in sweep.grids:
+        for run in _expand_grid(sweep, grid):
+            if run.name in runs and runs[run.name].options != run.options:
+                raise ConfigError(
+                    f"sweep: two different runs map to {run.name}; give variants distinct names"
+                )
+            runs.setdefault(run.name, run)
+    return list(runs.values())
 
 
 def is_done(folder: Path) -> bool:
