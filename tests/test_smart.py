@@ -278,7 +278,7 @@ def test_smart_run_logs_its_terms(
     AutoModelForSequenceClassification.from_pretrained(out)
 
 
-def test_method_state_restores_the_teacher_and_noise() -> None:
+def test_method_state_restores_the_teacher_and_noise(tmp_path: Path) -> None:
     from smartft.methods import SetupInfo
     from smartft.methods.smart import Smart
 
@@ -295,9 +295,9 @@ def test_method_state_restores_the_teacher_and_noise() -> None:
         with torch.no_grad():
             model.classifier.weight.add_(0.1)
         method.after_step(model)
-    state = method.state_dict()
+    method.save(tmp_path)
     restored, _ = fresh()
-    restored.load_state_dict(state)
+    restored.load(tmp_path)
     assert restored.teacher is not None and method.teacher is not None
     assert restored.teacher.step == 3
     for a, b in zip(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -135,6 +136,8 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "train":
         results = engine.train(_run_config(args, ()))
+        if int(os.environ.get("RANK", "0")) != 0:  # one process reports
+            return 0
         metric = results.get(f"eval_{results['main_metric']}")
         print(json.dumps(json_safe(results), indent=2))
         if metric is not None:

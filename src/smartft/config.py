@@ -116,6 +116,29 @@ class TrainConfig:
         ),
     )
     logging_steps: int = field(default=20, metadata=option("log averaged losses every N updates"))
+    save_strategy: str = field(
+        default="no",
+        metadata=option(
+            "when to write a checkpoint (for --resume_from_checkpoint)", ("no", "steps", "epoch")
+        ),
+    )
+    save_steps: int = field(default=0, metadata=option("with save_strategy=steps: every N updates"))
+    save_total_limit: int | None = field(
+        default=None, metadata=option("keep at most N complete checkpoints (oldest removed)")
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata=option(
+            "'auto' (the newest complete checkpoint in output_dir, if any) or a checkpoint folder"
+        ),
+    )
+    max_consecutive_skips: int = field(
+        default=5,
+        metadata=option(
+            "updates with a non-finite loss or gradient norm are skipped; after this many in a "
+            "row the run saves a checkpoint and stops"
+        ),
+    )
     load_best_model_at_end: bool = field(
         default=True,
         metadata=option("finish with the weights that scored best on the task's main metric"),
@@ -171,6 +194,10 @@ class TrainConfig:
             raise ConfigError(f"'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
         if not 0 < self.train_fraction <= 1:
             raise ConfigError(f"'train_fraction' must be in (0, 1], got {self.train_fraction}")
+        if self.save_strategy == "steps" and self.save_steps < 1:
+            raise ConfigError("save_strategy=steps needs 'save_steps' of at least 1")
+        if self.max_consecutive_skips < 1:
+            raise ConfigError("'max_consecutive_skips' must be at least 1")
         if self.eval_strategy == "steps" and self.eval_steps < 1:
             raise ConfigError("eval_strategy=steps needs 'eval_steps' of at least 1")
 

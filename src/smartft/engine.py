@@ -6,11 +6,14 @@ loss terms to the task loss, steps, and tells the method that an update happened
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +25,7 @@ from numpy.typing import NDArray
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from smartft import checkpoint
 from smartft.config import RunConfig, TrainConfig, write_yaml
 from smartft.data.dataset import (
     BatchSampler,
@@ -35,7 +39,7 @@ from smartft.data.dataset import (
     tokenize,
 )
 from smartft.data.tasks import TaskSpec, get_task
-from smartft.errors import ConfigError
+from smartft.errors import ConfigError, SmartftError
 from smartft.losses import task_loss
 from smartft.methods import Method, SetupInfo, get_method, model_inputs
 from smartft.metrics import compute_metrics, is_better, json_safe
@@ -141,11 +145,18 @@ def make_accelerator(cfg: TrainConfig) -> Any:
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = ("RANK", "MASTER_ADDR")
+    if world > 1 and not all(os.environ.get(k) for k in launcher):
+        raise ConfigError(
+            f"WORLD_SIZE={world} but only 1 process was started (no RANK/MASTER_ADDR from a "
+            "launcher); launch with `torchrun --nproc_per_node N` or `accelerate launch`, or "
+            "unset WORLD_SIZE"
+        )
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
     )
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and accelerator.num_processes != world:
         raise ConfigError(
             f"WORLD_SIZE={world} but only {accelerator.num_processes} process(es) "
@@ -192,10 +203,18 @@ def prepare_output_dir(cfg: TrainConfig) -> Path:
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output_dir {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite_output_dir:
+    resuming = cfg.resume_from_checkpoint is not None
+    if out.is_dir() and any(out.iterdir()) and not (cfg.overwrite_output_dir or resuming):
         raise ConfigError(
-            f"--output_dir {out} is not empty; pass --overwrite_output_dir or choose another folder"
+            f"--output_dir {out} is not empty; pass --overwrite_output_dir, "
+            "--resume_from_checkpoint auto, or choose another folder"
         )
+    probe_dir = next(p for p in (out, *out.absolute().parents) if p.exists())
+    try:  # write access, tested by writing (permission bits say nothing for root)
+        with tempfile.NamedTemporaryFile(dir=probe_dir, prefix=".smartft-probe-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"--output_dir {out}: cannot write there ({err.strerror})") from None
     return out
 
 
@@ -228,10 +247,22 @@ def lr_lambda(total: int, warmup_ratio: float, kind: str) -> Any:
 
 
 class EventLog:
-    """`metrics.jsonl`: one JSON object per logging or evaluation event (main process only)."""
+    """`metrics.jsonl`: one JSON object per logging or evaluation event (main process only).
 
-    def __init__(self, path: Path | None) -> None:
+    When resuming, events after the checkpoint's update are dropped: they are written again.
+    """
+
+    def __init__(self, path: Path | None, keep_until: int | None = None) -> None:
+        kept: list[str] = []
+        if path is not None and keep_until is not None and path.is_file():
+            kept = [
+                line
+                for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= keep_until
+            ]
         self.file: TextIO | None = path.open("w", encoding="utf-8") if path else None
+        if self.file is not None and kept:
+            self.file.write("\n".join(kept) + "\n")
 
     def write(self, event: dict[str, Any]) -> None:
         if self.file is not None:
@@ -252,6 +283,12 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
+class TrainingError(SmartftError):
+    """Training cannot go on (e.g. too many non-finite updates in a row)."""
+
+    exit_code = 3
+
+
 def train(run: RunConfig) -> dict[str, Any]:
     """Fine-tune, evaluate, save; returns what `all_results.json` holds."""
     cfg = run.train
@@ -262,6 +299,7 @@ def train(run: RunConfig) -> dict[str, Any]:
     data = load_train_data(cfg)
     spec = data.spec
     out = prepare_output_dir(cfg)
+    resume = checkpoint.resolve_resume(cfg.resume_from_checkpoint, out)
     model, tokenizer = load_model(cfg.model_name_or_path, spec, cfg.trust_remote_code)
 
     collator = Collator(tokenizer.pad_token_id or 0, spec.is_regression)
@@ -308,10 +346,26 @@ def train(run: RunConfig) -> dict[str, Any]:
     )
 
     main = accelerator.is_main_process
+    loop = checkpoint.LoopState()
+    best_state: dict[str, torch.Tensor] | None = None
+    rng: dict[str, Any] | None = None
+    if main and (resume is not None or cfg.resume_from_checkpoint == "auto"):
+        for path in checkpoint.remove_leftovers(out):
+            say(accelerator, f"removed the leftover of an interrupted checkpoint write: {path}")
+    accelerator.wait_for_everyone()
+    if resume is not None:
+        loop, best_state, rng = checkpoint.load(
+            resume, unwrapped, optimizer, scheduler, method, accelerator.process_index
+        )
+        if best_state is None and loop.best_step == loop.step and cfg.load_best_model_at_end:
+            best_state = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
+        say(accelerator, f"resuming from {resume} at update {loop.step}")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_yaml(out / "config.yaml", run.flat())
-    log = EventLog(out / "metrics.jsonl" if main else None)
+    log = EventLog(
+        out / "metrics.jsonl" if main else None, keep_until=loop.step if resume else None
+    )
     show = main and (not cfg.disable_tqdm if cfg.disable_tqdm is not None else sys.stderr.isatty())
     say(
         accelerator,
@@ -320,49 +374,81 @@ def train(run: RunConfig) -> dict[str, Any]:
         f"method {method.name}",
     )
 
-    best: dict[str, Any] = {"metric": None, "step": None, "state": None, "metrics": {}}
-    evaluated_at: list[int] = []
-
-    def run_eval(step: int, epoch: float) -> dict[str, float]:
+    def run_eval(position: float) -> None:
+        nonlocal best_state
         assert eval_loader is not None
         outputs, labels = predict_outputs(model, eval_loader, accelerator, show)
         assert labels is not None
         metrics = score(spec, outputs, labels)
-        evaluated_at.append(step)
+        loop.evaluated_at.append(loop.step)
         log.write(
             {
                 "event": "eval",
-                "step": step,
-                "epoch": round(epoch, 4),
+                "step": loop.step,
+                "epoch": round(position, 4),
                 **{f"eval_{k}": v for k, v in metrics.items()},
             }
         )
-        say(accelerator, f"step {step} (epoch {epoch:.2f}): {format_metrics(metrics)}")
-        if is_better(metrics[spec.main_metric], best["metric"]):
-            best.update(metric=metrics[spec.main_metric], step=step, metrics=metrics)
+        say(accelerator, f"step {loop.step} (epoch {position:.2f}): {format_metrics(metrics)}")
+        if is_better(metrics[spec.main_metric], loop.best_metric):
+            loop.best_metric, loop.best_step = metrics[spec.main_metric], loop.step
             if cfg.load_best_model_at_end:
-                best["state"] = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
-        return metrics
+                best_state = {k: v.detach().clone() for k, v in unwrapped.state_dict().items()}
+
+    def save_checkpoint() -> Path:
+        path = checkpoint.save(
+            out,
+            loop,
+            unwrapped,
+            optimizer,
+            scheduler,
+            method,
+            best_state,
+            accelerator,
+            cfg.save_total_limit,
+        )
+        say(accelerator, f"checkpoint saved: {path}")
+        return path
+
+    def evaluating(every_epoch: bool) -> bool:
+        return (
+            eval_loader is not None
+            and cfg.eval_strategy != "no"
+            and (every_epoch or (cfg.eval_steps > 0 and loop.step % cfg.eval_steps == 0))
+            and loop.evaluated_at[-1:] != [loop.step]
+        )
 
     model.train()
-    step, epoch = 0, 0
-    window: dict[str, float] = {}  # sums of logged values since the last log line
-    window_batches = 0
     step_times: list[float] = []
-    progress = tqdm(total=total_steps, desc="train", disable=not show)
+    progress = tqdm(total=total_steps, initial=loop.step, desc="train", disable=not show)
     started = step_start = time.perf_counter()
-    while step < total_steps:
-        sampler.set_epoch(epoch)
-        for index, batch in enumerate(train_loader):
+    while loop.step < total_steps:
+        # accelerate sets the sampler's epoch from its own pass counter at every pass (so that
+        # counter must hold our epoch), but its multi-process shard does not pass it on: set both
+        train_loader.set_epoch(loop.epoch)
+        sampler.set_epoch(loop.epoch)
+        sampler.skip = loop.batch
+        batches = iter(train_loader)
+        first = next(batches, None)  # creating the iterator draws from the global RNG ...
+        if rng is not None:  # ... so a resumed run restores its RNG only after that
+            checkpoint.restore_rng(rng)
+            rng = None
+        stream = batches if first is None else itertools.chain([first], batches)
+        for index, batch in enumerate(stream, start=loop.batch):
+            loop.batch = index + 1
             with accelerator.accumulate(model):
                 logits = model(**model_inputs(batch)).logits
                 loss_task = task_loss(logits, batch["labels"], spec.is_regression)
                 terms = method.loss_terms(unwrapped, batch, logits)
                 loss = loss_task + sum(terms.values())
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
+                finite = True
+                if accelerator.sync_gradients:
+                    limit = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+                    grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), limit))
+                    finite = math.isfinite(grad_norm) and math.isfinite(float(loss.detach()))
+                    if finite:
+                        optimizer.step()
                 optimizer.zero_grad()
             values = {
                 "loss": float(loss.detach()),
@@ -371,24 +457,31 @@ def train(run: RunConfig) -> dict[str, Any]:
                 **method.log_values(),
             }
             for name, value in values.items():
-                window[name] = window.get(name, 0.0) + value
-            window_batches += 1
+                loop.window[name] = loop.window.get(name, 0.0) + value
+            loop.window_batches += 1
             if not accelerator.sync_gradients:
                 continue
+            loop.step += 1
             scheduler.step()
-            method.after_step(unwrapped)
-            step += 1
+            if finite:
+                method.after_step(unwrapped)
+                loop.consecutive_skips = 0
+                loop.last_finite_loss, loop.last_finite_step = values["loss"], loop.step
+            else:
+                skip_update(cfg, loop, log, accelerator, values["loss"], grad_norm, save_checkpoint)
             now = time.perf_counter()
             step_times.append(now - step_start)
             step_start = now
             progress.update(1)
-            position = epoch + (index + 1) / len(train_loader)
-            if step % cfg.logging_steps == 0 or step == total_steps:
-                averages = {k: v / window_batches for k, v in window.items()}
+            position = loop.epoch + (index + 1) / len(train_loader)
+            if loop.step % cfg.logging_steps == 0 or loop.step == total_steps:
+                averages = mean_over_processes(
+                    accelerator, {k: v / loop.window_batches for k, v in loop.window.items()}
+                )
                 log.write(
                     {
                         "event": "train",
-                        "step": step,
+                        "step": loop.step,
                         "epoch": round(position, 4),
                         "learning_rate": scheduler.get_last_lr()[0],
                         "step_time_s": statistics.median(step_times[-cfg.logging_steps :]),
@@ -396,31 +489,31 @@ def train(run: RunConfig) -> dict[str, Any]:
                     }
                 )
                 progress.set_postfix(loss=f"{averages['loss']:.4f}")
-                window, window_batches = {}, 0
-            if (
-                eval_loader is not None
-                and cfg.eval_strategy != "no"
-                and cfg.eval_steps > 0
-                and step % cfg.eval_steps == 0
-            ):
-                run_eval(step, position)
-            if step >= total_steps:
+                loop.window, loop.window_batches = {}, 0
+            if evaluating(every_epoch=False):
+                run_eval(position)
+            if cfg.save_strategy == "steps" and loop.step % cfg.save_steps == 0:
+                save_checkpoint()
+            checkpoint.fault_point("update", loop.step)
+            if loop.step >= total_steps:
                 break
-        else:
-            if (
-                eval_loader is not None
-                and cfg.eval_strategy == "epoch"
-                and evaluated_at[-1:] != [step]
-            ):
-                run_eval(step, epoch + 1.0)
-        epoch += 1
+        else:  # the epoch ran to its end
+            loop.epoch, loop.batch = loop.epoch + 1, 0
+            if evaluating(every_epoch=cfg.eval_strategy == "epoch"):
+                run_eval(float(loop.epoch))
+            if cfg.save_strategy == "epoch" and loop.step < total_steps:
+                save_checkpoint()
     progress.close()
     runtime = time.perf_counter() - started
-    if eval_loader is not None and cfg.eval_strategy != "no" and evaluated_at[-1:] != [step]:
-        run_eval(step, step / updates_per_epoch)  # the last update was not evaluated yet
+    if (
+        eval_loader is not None
+        and cfg.eval_strategy != "no"
+        and loop.evaluated_at[-1:] != [loop.step]
+    ):
+        run_eval(loop.step / updates_per_epoch)  # the last update was not evaluated yet
     log.close()
-    if cfg.load_best_model_at_end and best["state"] is not None:
-        unwrapped.load_state_dict(best["state"])
+    if cfg.load_best_model_at_end and best_state is not None:
+        unwrapped.load_state_dict(best_state)
     results: dict[str, Any] = {
         "task": spec.name,
         "method": method.name,
@@ -428,15 +521,21 @@ def train(run: RunConfig) -> dict[str, Any]:
         "model": cfg.model_name_or_path,
         "train_examples": len(data.train),
         "eval_examples": len(data.eval) if data.eval else 0,
-        "train_steps": step,
+        "train_steps": loop.step,
         "train_runtime_s": round(runtime, 2),
-        "train_samples_per_second": round(len(data.train) * step / updates_per_epoch / runtime, 3),
-        "step_time_median_s": round(statistics.median(step_times), 5),
+        "train_samples_per_second": round(
+            len(data.train) * len(step_times) / updates_per_epoch / max(runtime, 1e-9), 3
+        ),
+        "step_time_median_s": round(statistics.median(step_times), 5) if step_times else None,
         "main_metric": spec.main_metric,
-        "best_step": best["step"],
-        "best_metric": best["metric"],
+        "best_step": loop.best_step,
+        "best_metric": loop.best_metric,
+        "skipped_updates": loop.skipped_updates,
+        "resumed_from": str(resume) if resume else None,
     }
     results.update(method.counters())
+    if accelerator.num_processes > 1:  # every process must hold the same model and teacher
+        results["replica_checksums"] = replica_checksums(accelerator, unwrapped, method)
     if eval_loader is not None:
         outputs, labels = predict_outputs(model, eval_loader, accelerator, show)
         assert labels is not None
@@ -450,6 +549,62 @@ def train(run: RunConfig) -> dict[str, Any]:
         )
     results["output_dir"] = str(out)
     return results
+
+
+def mean_over_processes(accelerator: Any, values: dict[str, float]) -> dict[str, float]:
+    """Logged values averaged over processes (every process calls this at the same step)."""
+    if accelerator.num_processes == 1:
+        return values
+    keys = sorted(values)
+    local = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    return dict(zip(keys, accelerator.reduce(local, reduction="mean").tolist(), strict=True))
+
+
+def checksum(tensors: list[torch.Tensor]) -> int:
+    """A 63-bit digest of the tensors' exact bytes (equal iff bitwise equal, in practice)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return int.from_bytes(digest.digest()[:8], "little") >> 1
+
+
+def replica_checksums(accelerator: Any, model: torch.nn.Module, method: Method) -> list[list[int]]:
+    """[model, method state] checksums of every process, gathered."""
+    local = torch.tensor(
+        [[checksum(list(model.state_dict().values())), checksum(method.state_tensors())]],
+        dtype=torch.int64,
+        device=accelerator.device,
+    )
+    return [[int(v) for v in row] for row in accelerator.gather(local).tolist()]
+
+
+def skip_update(
+    cfg: TrainConfig,
+    loop: checkpoint.LoopState,
+    log: EventLog,
+    accelerator: Any,
+    loss: float,
+    grad_norm: float,
+    save_checkpoint: Any,
+) -> None:
+    """Count a skipped (non-finite) update; after too many in a row, checkpoint and stop."""
+    loop.skipped_updates += 1
+    loop.consecutive_skips += 1
+    log.write({"event": "skip", "step": loop.step, "loss": loss, "grad_norm": grad_norm})
+    say(accelerator, f"update {loop.step} skipped: loss {loss}, gradient norm {grad_norm}")
+    if loop.consecutive_skips < cfg.max_consecutive_skips:
+        return
+    saved = save_checkpoint() if cfg.output_dir else None
+    last = (
+        f"the last finite loss was {loop.last_finite_loss:.6g} at update {loop.last_finite_step}"
+        if loop.last_finite_loss is not None
+        else "no update had a finite loss"
+    )
+    raise TrainingError(
+        f"stopped at update {loop.step}: {loop.consecutive_skips} updates in a row had a "
+        f"non-finite loss or gradient norm; {last}. Checkpoint: {saved}. Try a lower "
+        "--learning_rate, or check the data and the method's settings"
+    )
 
 
 # ----------------------------------------------------------------------------- saved models

@@ -7,7 +7,7 @@ process only, so it is written once under several processes) and restores it on 
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +16,6 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from smartft.methods.base import SetupInfo
 from smartft.methods.smart import BregmanConfig, Smart, SmartConfig
-from smartft.teacher import load_teacher, save_teacher
 
 
 class _SmartCallback(TrainerCallback):  # type: ignore[misc]
@@ -30,10 +29,10 @@ class _SmartCallback(TrainerCallback):  # type: ignore[misc]
         self.trainer.method.after_step(self.trainer.unwrapped())
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        teacher = self.trainer.method.teacher
-        if teacher is not None and state.is_world_process_zero:
-            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            save_teacher(teacher, folder)
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            self.trainer.method.save(folder)
 
 
 class SmartTrainer(Trainer):  # type: ignore[misc]
@@ -73,14 +72,8 @@ class SmartTrainer(Trainer):  # type: ignore[misc]
         self.method.setup(
             model, SetupInfo(total_steps, regression, self.args.seed, self.args.process_index)
         )
-        if (
-            self._resume_from
-            and self.method.teacher is not None
-            and not load_teacher(self.method.teacher, self._resume_from)
-        ):
-            raise FileNotFoundError(
-                f"{self._resume_from} holds no SMART teacher; it was not saved by SmartTrainer"
-            )
+        if self._resume_from:
+            self.method.load(Path(self._resume_from))
         self._ready = True
 
     def train(

@@ -283,6 +283,7 @@ class BatchSampler(torch.utils.data.Sampler[list[int]]):
         self.seed = seed
         self.group_by_length = group_by_length
         self.epoch = 0
+        self.skip = 0  # batches to leave out at the start of the next iteration (resume)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -291,19 +292,21 @@ class BatchSampler(torch.utils.data.Sampler[list[int]]):
         return math.ceil(len(self.lengths) / self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
+        skip, self.skip = self.skip, 0
+        yield from self.batches()[skip:]
+
+    def batches(self) -> list[list[int]]:
+        """This epoch's batches, in order."""
         n, size = len(self.lengths), self.batch_size
         if not self.shuffle:
-            yield from (list(range(i, min(i + size, n))) for i in range(0, n, size))
-            return
+            return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
         generator = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
         order = torch.randperm(n, generator=generator).tolist()
         if not self.group_by_length:
-            yield from (order[i : i + size] for i in range(0, n, size))
-            return
+            return [order[i : i + size] for i in range(0, n, size)]
         chunk = 50 * size
-        batches: list[list[int]] = []
+        grouped: list[list[int]] = []
         for start in range(0, n, chunk):
             part = sorted(order[start : start + chunk], key=lambda i: -self.lengths[i])
-            batches.extend(part[i : i + size] for i in range(0, len(part), size))
-        for b in torch.randperm(len(batches), generator=generator).tolist():
-            yield batches[b]
+            grouped.extend(part[i : i + size] for i in range(0, len(part), size))
+        return [grouped[b] for b in torch.randperm(len(grouped), generator=generator).tolist()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -55,11 +56,15 @@ class Method:
         """Whole-run counts (e.g. skipped ascent steps) for `all_results.json`."""
         return {}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Tensors that must agree on every process (e.g. a teacher's weights)."""
+        return []
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned (e.g. a teacher's weights on resume)."""
+    def save(self, folder: Path) -> None:
+        """Write the method's state (e.g. a teacher) into a checkpoint folder."""
+
+    def load(self, folder: Path) -> None:
+        """Restore what `save` wrote."""
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

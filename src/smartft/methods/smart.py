@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -15,7 +16,9 @@ from smartft.config import option
 from smartft.losses import divergence
 from smartft.methods.base import Method, SetupInfo, model_inputs
 from smartft.perturb import EmbeddingHook, ascend, norm
-from smartft.teacher import MeanTeacher
+from smartft.teacher import TEACHER_WEIGHTS, MeanTeacher, load_teacher, save_teacher
+
+REGULARIZER_FILE = "smart_regularizer.pt"
 
 
 @dataclass
@@ -256,16 +259,19 @@ class Smart(Method):
     def counters(self) -> dict[str, int]:
         return {"smart_skipped_total": self.regularizer.skipped if self.regularizer else 0}
 
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {}
-        if self.teacher is not None:
-            state["teacher"] = self.teacher.state_dict()
-        if self.regularizer is not None:
-            state["regularizer"] = self.regularizer.state_dict()
-        return state
+    def state_tensors(self) -> list[torch.Tensor]:
+        return list(self.teacher.model.state_dict().values()) if self.teacher else []
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.teacher is not None and "teacher" in state:
-            self.teacher.load_state_dict(state["teacher"])
-        if self.regularizer is not None and "regularizer" in state:
-            self.regularizer.load_state_dict(state["regularizer"])
+    def save(self, folder: Path) -> None:
+        if self.teacher is not None:
+            save_teacher(self.teacher, folder)
+        if self.regularizer is not None:
+            torch.save(self.regularizer.state_dict(), folder / REGULARIZER_FILE)
+
+    def load(self, folder: Path) -> None:
+        if self.teacher is not None and not load_teacher(self.teacher, folder):
+            raise FileNotFoundError(f"{folder} holds no SMART teacher ({TEACHER_WEIGHTS})")
+        if self.regularizer is not None and (folder / REGULARIZER_FILE).is_file():
+            self.regularizer.load_state_dict(
+                torch.load(folder / REGULARIZER_FILE, weights_only=True)
+            )

@@ -1,0 +1,287 @@
+"""Crash-safe checkpoints, exact resume after SIGKILL, the non-finite policy, safe loading and
+disk faults. Each test would fail without the mechanism it names."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from smartft.checkpoint import COMPLETE, complete_checkpoints
+
+from .conftest import train_args
+from .test_engine import cli, events
+
+SMART = [
+    "--method",
+    "smart",
+    "--smart_eps",
+    "1e-2",
+    "--smart_step_size",
+    "1e-2",
+    "--group_by_length",
+    "--logging_steps",
+    "1",
+    "--eval_steps",
+    "3",
+]
+
+
+def run_train(
+    args: list[str], kill_at: str | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("SMARTFT_KILL_AT", None)
+    if kill_at:
+        env["SMARTFT_KILL_AT"] = kill_at
+    return subprocess.run(
+        [sys.executable, "-m", "smartft.cli", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def same_run(a: Path, b: Path) -> None:
+    """Identical weights, identical events (but timings), identical final metrics."""
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    strip = [
+        [{k: v for k, v in e.items() if k != "step_time_s"} for e in events(p)] for p in (a, b)
+    ]
+    assert strip[0] == strip[1]
+    ra, rb = (json.loads((p / "all_results.json").read_text()) for p in (a, b))
+    assert {k: v for k, v in ra.items() if k.startswith("eval_")} == {
+        k: v for k, v in rb.items() if k.startswith("eval_")
+    }
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_run(
+    tiny_model: str, glue_dir: Path, tmp_path: Path
+) -> None:
+    common = [*SMART, "--save_strategy", "steps", "--save_steps", "2"]
+    reference = tmp_path / "reference"
+    done = run_train(train_args(tiny_model, glue_dir, reference, *common))
+    assert done.returncode == 0, done.stderr
+
+    # killed right after update 7: the newest complete checkpoint is 6
+    killed = tmp_path / "killed"
+    args = train_args(tiny_model, glue_dir, killed, *common)
+    assert run_train(args, kill_at="update:7").returncode == -9
+    assert [p.name for p in complete_checkpoints(killed)] == [
+        "checkpoint-2",
+        "checkpoint-4",
+        "checkpoint-6",
+    ]
+    resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr and "checkpoint-6" in resumed.stderr
+    same_run(reference, killed)
+
+    # killed in the middle of writing checkpoint 4: it stays a leftover and is removed
+    torn = tmp_path / "torn"
+    args = train_args(tiny_model, glue_dir, torn, *common)
+    assert run_train(args, kill_at="checkpoint:4").returncode == -9
+    assert (torn / ".checkpoint-4.tmp").is_dir()
+    assert [p.name for p in complete_checkpoints(torn)] == ["checkpoint-2"]
+    resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "removed the leftover" in resumed.stderr
+    assert not (torn / ".checkpoint-4.tmp").exists()
+    same_run(reference, torn)
+
+
+def test_save_total_limit_and_resume_needs_a_complete_checkpoint(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = train_args(
+        tiny_model,
+        glue_dir,
+        out,
+        "--save_strategy",
+        "epoch",
+        "--save_total_limit",
+        "1",
+        "--num_train_epochs",
+        "3",
+    )
+    assert cli(args, capsys)[0] == 0
+    assert [p.name for p in complete_checkpoints(out)] == ["checkpoint-12"]
+    (out / "checkpoint-12" / COMPLETE).unlink()
+    code, _, err = cli([*args, "--resume_from_checkpoint", str(out / "checkpoint-12")], capsys)
+    assert code == 2 and "no COMPLETE marker" in err
+
+
+class Payload:
+    def __reduce__(self) -> tuple[object, ...]:
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = Path("/tmp/smartft-pickle-was-executed")
+
+
+def test_a_crafted_pickle_in_a_checkpoint_is_refused(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    MARKER.unlink(missing_ok=True)
+    out = tmp_path / "run"
+    args = train_args(
+        tiny_model,
+        glue_dir,
+        out,
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--max_steps",
+        "2",
+    )
+    assert cli(args, capsys)[0] == 0
+    crafted = pickle.dumps({"state": Payload()}, protocol=2)
+    (out / "checkpoint-2" / "optimizer.pt").write_bytes(crafted)
+    code, _, err = cli([*args, "--max_steps", "4", "--resume_from_checkpoint", "auto"], capsys)
+    assert code == 2 and "cannot resume" in err
+    assert not MARKER.exists()
+
+
+def test_non_finite_updates_are_skipped_then_the_run_stops(
+    tiny_model: str,
+    glue_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from smartft import engine
+
+    real = engine.task_loss
+    calls = {"n": 0}
+    poisoned: set[int] = set()
+
+    def poison(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+        calls["n"] += 1
+        value = real(logits, labels, regression)
+        return value * float("nan") if calls["n"] in poisoned else value
+
+    monkeypatch.setattr(engine, "task_loss", poison)
+    poisoned.update({3, 4})  # batches 3 and 4 = updates 3 and 4 (no accumulation)
+    out = tmp_path / "some"
+    args = train_args(
+        tiny_model,
+        glue_dir,
+        out,
+        "--method",
+        "smart",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "12",
+    )
+    assert cli(args, capsys)[0] == 0
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["skipped_updates"] == 2 and results["train_steps"] == 12
+    assert [e["step"] for e in events(out) if e["event"] == "skip"] == [3, 4]
+    teacher = json.loads((out / "checkpoint-12" / "smart_teacher.json").read_text())
+    assert teacher["step"] == 10  # the teacher skipped the two updates too
+
+    calls["n"] = 0
+    poisoned.clear()
+    poisoned.update(range(3, 100))
+    out = tmp_path / "all"
+    code, _, err = cli(train_args(tiny_model, glue_dir, out, "--save_strategy", "epoch"), capsys)
+    assert code == 3
+    assert "stopped at update 7: 5 updates in a row" in err
+    assert "last finite loss was" in err and "at update 2" in err
+    assert (out / "checkpoint-7" / COMPLETE).is_file()
+
+
+UNSHARE = shutil.which("unshare")
+
+
+def in_namespace(script: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [UNSHARE or "unshare", "-rm", "sh", "-c", script],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def namespaces_work() -> bool:
+    if UNSHARE is None:
+        return False
+    probe = in_namespace("mount -t tmpfs -o size=64k tmpfs /mnt && echo ok")
+    return probe.returncode == 0 and "ok" in probe.stdout
+
+
+needs_mounts = pytest.mark.skipif(
+    not namespaces_work(), reason="cannot mount a private tmpfs here (unshare -rm)"
+)
+
+
+@needs_mounts
+def test_full_disk_keeps_the_last_complete_checkpoint(
+    tiny_model: str, glue_dir: Path, tmp_path: Path
+) -> None:
+    sizing = tmp_path / "sizing"
+    args = train_args(
+        tiny_model,
+        glue_dir,
+        sizing,
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--max_steps",
+        "2",
+    )
+    assert run_train(args).returncode == 0
+    one = sum(p.stat().st_size for p in (sizing / "checkpoint-2").iterdir())
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    out = mount / "run"
+    command = " ".join(
+        f"'{a}'"
+        for a in train_args(
+            tiny_model, glue_dir, out, "--save_strategy", "steps", "--save_steps", "2"
+        )
+    )
+    size_kb = int(one * 1.6 / 1024) + 64  # room for one checkpoint and the logs, not two
+    result = in_namespace(
+        f"mount -t tmpfs -o size={size_kb}k tmpfs '{mount}' && "
+        f"'{sys.executable}' -m smartft.cli {command}; echo exit=$?; "
+        f"ls -a '{out}'; ls '{out}/checkpoint-2'"
+    )
+    assert "exit=2" in result.stdout, result.stdout + result.stderr
+    assert "could not write checkpoint" in result.stderr and "free space there" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "the last complete checkpoint" in result.stderr and "is intact" in result.stderr
+    assert ".checkpoint-4.tmp" not in result.stdout and COMPLETE in result.stdout
+
+
+@needs_mounts
+def test_read_only_output_folder_is_a_clear_error(
+    tiny_model: str, glue_dir: Path, tmp_path: Path
+) -> None:
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    command = " ".join(f"'{a}'" for a in train_args(tiny_model, glue_dir, mount / "run"))
+    result = in_namespace(
+        f"mount -t tmpfs -o size=1m,ro tmpfs '{mount}' && "
+        f"'{sys.executable}' -m smartft.cli {command}; echo exit=$?"
+    )
+    assert "exit=2" in result.stdout, result.stdout + result.stderr
+    assert "cannot write there" in result.stderr and "Traceback" not in result.stderr
