@@ -118,6 +118,11 @@ def test_save_total_limit_and_resume_needs_a_complete_checkpoint(
     )
     assert cli(args, capsys)[0] == 0
     assert [p.name for p in complete_checkpoints(out)] == ["checkpoint-12"]
+    fresh = [*args[:-2], "--num_train_epochs", "1", "--overwrite_output_dir"]
+    code, _, err = cli(fresh, capsys)
+    assert code == 0, err  # a new run clears the old run's checkpoints
+    assert not (out / "checkpoint-12").exists()
+    assert cli([*args, "--overwrite_output_dir"], capsys)[0] == 0
     (out / "checkpoint-12" / COMPLETE).unlink()
     code, _, err = cli([*args, "--resume_from_checkpoint", str(out / "checkpoint-12")], capsys)
     assert code == 2 and "no COMPLETE marker" in err

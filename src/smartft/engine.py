@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -349,9 +350,12 @@ def train(run: RunConfig) -> dict[str, Any]:
     loop = checkpoint.LoopState()
     best_state: dict[str, torch.Tensor] | None = None
     rng: dict[str, Any] | None = None
-    if main and (resume is not None or cfg.resume_from_checkpoint == "auto"):
+    if main:
         for path in checkpoint.remove_leftovers(out):
             say(accelerator, f"removed the leftover of an interrupted checkpoint write: {path}")
+        if resume is None:  # a fresh run: an older run's checkpoints must not be resumed later
+            for path in checkpoint.complete_checkpoints(out):
+                shutil.rmtree(path)
     accelerator.wait_for_everyone()
     if resume is not None:
         loop, best_state, rng = checkpoint.load(
