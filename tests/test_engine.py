@@ -34,6 +34,7 @@ def test_train_eval_predict(
     assert results["train_steps"] == 12 and results["eval_examples"] == 16
     assert 0.0 <= results["eval_accuracy"] <= 1.0
     assert (out / "config.yaml").is_file()
+    assert (out / "model.safetensors").is_file()
     kinds = [e["event"] for e in events(out)]
     assert kinds.count("eval") == 2 and kinds.count("train") == 6
     model = AutoModelForSequenceClassification.from_pretrained(out)
@@ -190,8 +191,11 @@ def test_accumulation_and_step_plus_epoch_evaluation(
         "2",
         "--max_train_samples",
         "40",
+        "--save_model",
+        "false",
     )
     assert cli(args, capsys)[0] == 0
+    assert not (out / "model.safetensors").exists() and not (out / "tokenizer.json").exists()
     results = json.loads((out / "all_results.json").read_text())
     # 40 examples / batch 8 = 5 batches an epoch: 2 full updates of 2 batches + 1 partial
     assert results["train_steps"] == 6

@@ -139,6 +139,12 @@ class TrainConfig:
             "row the run saves a checkpoint and stops"
         ),
     )
+    save_model: bool = field(
+        default=True,
+        metadata=option(
+            "write the final model and tokenizer (off for studies that keep only the records)"
+        ),
+    )
     load_best_model_at_end: bool = field(
         default=True,
         metadata=option("finish with the weights that scored best on the task's main metric"),

@@ -546,8 +546,9 @@ def train(run: RunConfig) -> dict[str, Any]:
         results.update({f"eval_{k}": v for k, v in score(spec, outputs, labels).items()})
     accelerator.wait_for_everyone()
     if main:
-        unwrapped.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        if cfg.save_model:
+            unwrapped.save_pretrained(out)
+            tokenizer.save_pretrained(out)
         (out / "all_results.json").write_text(
             json.dumps(json_safe(results), indent=2) + "\n", encoding="utf-8"
         )
