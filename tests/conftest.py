@@ -95,6 +95,10 @@ def glue_dir(tmp_path: Path) -> Path:
     return tmp_path / "glue"
 
 
+# SMART with a radius large enough to matter on the tiny model
+SMART_FLAGS = ["--method", "smart", "--smart_eps", "1e-2", "--smart_step_size", "1e-2"]
+
+
 def command(name: str, **options: object) -> list[str]:
     """`smartft NAME --key value ...` as an argument list (True gives a bare flag)."""
     args = [name]

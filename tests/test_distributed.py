@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import write_stsb
+from .conftest import SMART_FLAGS, write_stsb
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -111,12 +111,7 @@ def test_smart_teachers_agree_across_processes(tiny_model: str, tmp_path: Path) 
         data,
         tmp_path / "smart",
         4,
-        "--method",
-        "smart",
-        "--smart_eps",
-        "1e-2",
-        "--smart_step_size",
-        "1e-2",
+        *SMART_FLAGS,
     )
     rows = results["replica_checksums"]
     assert isinstance(rows, list) and len(rows) == 2

@@ -17,16 +17,11 @@ from safetensors.torch import load_file
 
 from smartft.checkpoint import COMPLETE, complete_checkpoints
 
-from .conftest import train_args
+from .conftest import SMART_FLAGS, train_args
 from .test_engine import cli, events
 
 SMART = [
-    "--method",
-    "smart",
-    "--smart_eps",
-    "1e-2",
-    "--smart_step_size",
-    "1e-2",
+    *SMART_FLAGS,
     "--group_by_length",
     "--logging_steps",
     "1",

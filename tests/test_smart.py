@@ -18,7 +18,7 @@ from smartft.losses import squared_error, symmetric_kl
 from smartft.methods.smart import BregmanConfig, SmartConfig, SmartRegularizer, make_teacher
 from smartft.perturb import EmbeddingHook, norm, project
 
-from .conftest import train_args
+from .conftest import SMART_FLAGS, train_args
 from .test_engine import cli
 
 
@@ -247,12 +247,7 @@ def test_smart_run_logs_its_terms(
                 tiny_model,
                 glue_dir,
                 out,
-                "--method",
-                "smart",
-                "--smart_eps",
-                "1e-2",
-                "--smart_step_size",
-                "1e-2",
+                *SMART_FLAGS,
             ),
             capsys,
         )[0]
