@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from .conftest import SMART_FLAGS, write_stsb
 
@@ -72,6 +71,7 @@ def launch(
         command, env=env, capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert result.stdout.count('"output_dir"') == 1  # one process reports, not every one
     return dict(json.loads((out / "all_results.json").read_text()))
 
 
@@ -98,8 +98,7 @@ def test_two_processes_match_one_and_agree(no_dropout_model: str, tmp_path: Path
     assert losses[0] == pytest.approx(losses[1], abs=1e-4)
     model_sums, _ = zip(*double["replica_checksums"], strict=True)  # type: ignore[arg-type]
     assert len(set(model_sums)) == 1
-    assert "Traceback" not in (tmp_path / "two" / "all_results.json").read_text()
-    assert torch.distributed.is_available()
+    assert len({tuple(row) for row in double["replica_checksums"]}) == 1  # type: ignore[attr-defined]
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")

@@ -290,7 +290,7 @@ def report(
     cells = summarize(records, baseline)
     text = markdown(cells, baseline)
     (out / "report.md").write_text(text + "\n", encoding="utf-8")
-    summary = [{k: v for k, v in asdict(c).items()} for c in cells]
+    summary = [asdict(c) for c in cells]
     (out / "report.json").write_text(
         json.dumps(json_safe(summary), indent=2) + "\n", encoding="utf-8"
     )

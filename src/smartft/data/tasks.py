@@ -4,7 +4,7 @@ GLUE, so models trained here also score AdvGLUE, whose files store those ids).""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from smartft.errors import DataError
@@ -53,9 +53,6 @@ class TaskSpec:
     def id2label(self) -> dict[int, str]:
         names = self.label_names or self.labels or ("score",)
         return dict(enumerate(names))
-
-    def with_labels(self, labels: tuple[str, ...] | None) -> TaskSpec:
-        return replace(self, labels=labels)
 
 
 def _glue(
