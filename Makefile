@@ -9,7 +9,7 @@ GLUE_DIR ?= ../shared/data/glue
 # The machine's pip config names index folders that may not exist; drop pip's notes about them.
 QUIET := sed -u '/is ignored: it is neither a file nor a directory/d'
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean bench-deps bench
 
 setup: $(STAMP)
 
@@ -25,6 +25,15 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/smartft train --config configs/demo-rte.yaml --data_dir $(GLUE_DIR) \
 		--output_dir runs/demo-rte --overwrite_output_dir
+
+# The PyPI port SMART is compared with; benchmarks only (--no-deps: its one extra requirement is a
+# stub package that would shadow numpy's own type hints).
+bench-deps: setup
+	$(BIN)/python -m pip install --quiet --no-deps smart-pytorch==0.0.4 2>&1 | $(QUIET)
+
+# Every figure in benchmarks/results/bench.md (about 25 minutes on 2 cores).
+bench: bench-deps
+	bash benchmarks/run.sh
 
 lint: setup
 	$(BIN)/ruff check .

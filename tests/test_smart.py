@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -53,9 +54,9 @@ def record_perturbations(reg: SmartRegularizer) -> list[torch.Tensor]:
     captured: list[torch.Tensor] = []
     original = reg.hook.perturbed
 
-    def spy(delta: torch.Tensor) -> AbstractContextManager[None]:
+    def spy(delta: torch.Tensor, *args: Any, **kwargs: Any) -> AbstractContextManager[None]:
         captured.append(delta.detach().clone())
-        return original(delta)
+        return original(delta, *args, **kwargs)
 
     reg.hook.perturbed = spy  # type: ignore[method-assign]
     return captured
@@ -305,3 +306,90 @@ def test_method_state_restores_the_teacher_and_noise(tmp_path: Path) -> None:
         torch.randn(5, generator=restored.regularizer.generator(device)),
         torch.randn(5, generator=method.regularizer.generator(device)),
     )
+
+
+def smart_gradients(
+    model: BertForSequenceClassification, config: SmartConfig, straightforward: bool
+) -> dict[str, torch.Tensor]:
+    """∇θ (task-free) λ R_s on one batch, through the optimized path or with both optimizations
+    (clean-embedding reuse, frozen ascent) switched off."""
+    reg = SmartRegularizer(model, config, seed=5)
+    if straightforward:
+        reg.hook._reusable = lambda ids: None  # type: ignore[method-assign]
+    inputs = batch()
+    logits = model(**inputs).logits
+    import smartft.methods.smart as smart_module
+
+    original = smart_module.frozen
+    if straightforward:
+        from contextlib import nullcontext
+
+        smart_module.frozen = lambda model: nullcontext()  # type: ignore[assignment]
+    try:
+        value = reg(inputs, logits) + logits.square().mean()  # a clean-branch term as well
+    finally:
+        smart_module.frozen = original
+        reg.close()
+    value.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    return grads
+
+
+def test_optimized_gradient_equals_the_straightforward_one() -> None:
+    config = SmartConfig(smart_lambda=3.0, smart_eps=1e-2, smart_step_size=1e-1, smart_steps=2)
+    model = tiny()
+    fast = smart_gradients(model, config, straightforward=False)
+    slow = smart_gradients(model, config, straightforward=True)
+    assert fast.keys() == slow.keys() and "bert.embeddings.word_embeddings.weight" in fast
+    for name in fast:
+        torch.testing.assert_close(fast[name], slow[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_ascent_runs_with_frozen_parameters_and_leaves_them_trainable() -> None:
+    model = tiny()
+    reg = SmartRegularizer(model, SmartConfig(), seed=1)
+    seen: list[bool] = []
+    model.classifier.register_forward_hook(
+        lambda module, args, out: seen.append(module.weight.requires_grad)
+    )
+    inputs = batch()
+    reg(inputs, model(**inputs).logits)
+    assert seen == [True, False, True]  # clean, ascent, adversarial forward
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_clean_embedding_output_is_reused_only_for_the_same_ids() -> None:
+    model = tiny()
+    hook = EmbeddingHook(model)
+    inputs = batch()
+    model(**inputs)
+    lookups: list[torch.Tensor] = []
+    hook.embeddings.register_forward_hook(lambda m, a, out: lookups.append(out))
+    zero = torch.zeros(4, 9, 16)
+    with hook.perturbed(zero):
+        same = model(**inputs).logits
+    assert hook._reusable(inputs["input_ids"]) is not None
+    other = {**inputs, "input_ids": inputs["input_ids"].flip(0)}
+    assert hook._reusable(other["input_ids"]) is None
+    hook.clear()
+    assert hook._reusable(inputs["input_ids"]) is None
+    torch.testing.assert_close(same, model(**inputs).logits)
+
+
+def test_fast_mode_regularizes_a_random_subset_cut_to_its_length() -> None:
+    model = tiny()
+    reg = SmartRegularizer(model, SmartConfig(smart_fraction=0.5), seed=3)
+    captured = record_perturbations(reg)
+    inputs = batch()
+    value = reg(inputs, model(**inputs).logits)
+    assert value.item() > 0
+    assert [tuple(d.shape[:1]) for d in captured] == [(2,), (2,)]
+    rows_lengths = {int(inputs["attention_mask"][i].sum()) for i in range(4)}
+    assert captured[0].shape[1] in rows_lengths  # trimmed to the subset's longest real row
+    exact = SmartRegularizer(tiny(), SmartConfig(smart_fraction=1.0), seed=3)
+    seen = record_perturbations(exact)
+    exact(inputs, model(**inputs).logits)
+    assert all(d.shape[:2] == (4, 9) for d in seen)
+    with pytest.raises(Exception, match="smart_fraction"):
+        SmartConfig(smart_fraction=0.0)

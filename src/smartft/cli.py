@@ -78,6 +78,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--baseline", default="plain", help="variant the others are compared with")
     rep.add_argument("--no_plots", action="store_true", help="skip the PNG plots")
+    bench = commands.add_parser(
+        "bench",
+        help="step time and peak memory of each method against plain fine-tuning",
+        description="Times training steps of every variant side by side (interleaved, medians) "
+        "and measures each one's peak memory in a fresh process; writes NAME.json and NAME.md.",
+    )
+    bench.add_argument(
+        "--models",
+        default="tiny,all-MiniLM-L6-v2",
+        help="comma-separated: tiny (random, built in memory) and/or model paths or aliases",
+    )
+    bench.add_argument("--seq_lengths", default="64,128", help="padded lengths, comma-separated")
+    bench.add_argument("--batch_size", type=int, default=16)
+    bench.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated; plain, trainer, smart-rs, smart, smart-fast, smart-pytorch, or "
+        "METHOD[:key=value;...] (default: all named ones that are installed)",
+    )
+    bench.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    bench.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
+    bench.add_argument("--steps", type=int, default=3, help="timed steps per repetition")
+    bench.add_argument("--repeats", type=int, default=4, help="repetitions (variants rotate)")
+    bench.add_argument("--scaling", action="store_true", help="add the scaling settings")
+    bench.add_argument("--no_memory", action="store_true", help="skip the memory probes")
+    bench.add_argument("--data_dir", default=None, help="GLUE folder: real RTE batches")
+    bench.add_argument("--out", default="benchmarks/results", help="output folder")
+    bench.add_argument("--name", default="bench", help="file name stem of the outputs")
     commands.add_parser("methods", help="list the fine-tuning methods")
     commands.add_parser("tasks", help="list the registered tasks")
     return parser
@@ -86,6 +114,42 @@ def _parser() -> argparse.ArgumentParser:
 def _run_config(args: argparse.Namespace, skip: Sequence[str]) -> Any:
     cli = {k: v for k, v in vars(args).items() if k not in ("command", "config", *skip)}
     return resolve(cli, load_yaml(args.config) if args.config else None, args.config or "config")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from smartft import bench
+
+    if args.variants:
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    else:
+        variants = [v for v in bench.DEFAULT_VARIANTS if bench.installed(v)]
+        if "smart-pytorch" not in variants:
+            print(
+                "smartft bench: smart-pytorch is not installed, so it is left out "
+                "(`make bench-deps` adds it)"
+            )
+    for name in variants:
+        if not bench.installed(name):
+            raise SmartftError(
+                f"bench variant {name}: smart-pytorch is not installed (`make bench-deps`)"
+            )
+    settings = bench.plan(
+        [m.strip() for m in args.models.split(",") if m.strip()],
+        [int(n) for n in args.seq_lengths.split(",")],
+        args.batch_size,
+        variants,
+        args.scaling,
+        data_dir=args.data_dir,
+        threads=args.threads,
+        warmup=args.warmup,
+        steps=args.steps,
+        repeats=args.repeats,
+    )
+    bench.run_bench(settings, Path(args.out), args.name, memory=not args.no_memory)
+    print(f"wrote {Path(args.out) / (args.name + '.md')} and .json")
+    return 0
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +181,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         )
         failed = sweep.run_all(plan, sweep.expand(plan), dry_run=args.dry_run)
         return 1 if failed else 0
+    if args.command == "bench":
+        return _bench(args)
     if args.command == "report":
         from pathlib import Path
 

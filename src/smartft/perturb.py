@@ -20,7 +20,14 @@ TINY = 1e-12
 
 
 class EmbeddingHook:
-    """Adds `delta` to the word-embedding output while a perturbation is active."""
+    """Adds `delta` to the word-embedding output while a perturbation is active.
+
+    It also keeps the clean pass's word-embedding output (when that pass builds a graph) and
+    reuses it for the perturbed passes of the same batch instead of a second lookup. The value is
+    identical, and the adversarial branch's gradient then joins the clean one before the
+    embedding backward, so the vocabulary-sized gradient of the embedding table is built once
+    per step instead of once per branch.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         embeddings = model.get_input_embeddings()  # type: ignore[operator]
@@ -28,6 +35,9 @@ class EmbeddingHook:
             raise TypeError("the model has no input embedding module to perturb")
         self.embeddings: nn.Module = embeddings
         self.delta: torch.Tensor | None = None
+        self.rows: torch.Tensor | None = None
+        self.detach = False
+        self._clean: tuple[torch.Tensor, torch.Tensor, int] | None = None
         self._handle = embeddings.register_forward_hook(self._hook)
 
     @property
@@ -37,21 +47,69 @@ class EmbeddingHook:
             raise TypeError("the input embedding module has no weight")
         return int(weight.shape[-1])
 
+    def _version(self) -> int:
+        weight = getattr(self.embeddings, "weight", None)
+        return int(weight._version) if isinstance(weight, torch.Tensor) else -1
+
+    def _reusable(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """The clean output for these ids (rows `self.rows`, same or shorter length), if kept."""
+        if self._clean is None or self._clean[2] != self._version():
+            return None
+        clean_ids, clean_out, _ = self._clean
+        if self.rows is not None:
+            clean_ids, clean_out = clean_ids[self.rows], clean_out[self.rows]
+        length = ids.shape[-1]
+        if clean_ids.shape[:-1] != ids.shape[:-1] or clean_ids.shape[-1] < length:
+            return None
+        if not torch.equal(clean_ids[..., :length], ids):
+            return None
+        return clean_out[..., :length, :]
+
     def _hook(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        ids = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
         if self.delta is None:
+            if ids is not None and output.requires_grad:
+                self._clean = (ids, output, self._version())
             return output
+        if ids is not None:
+            clean = self._reusable(ids)
+            if clean is not None:
+                output = clean.detach() if self.detach else clean
         return output + self.delta.to(output.dtype)
 
     @contextmanager
-    def perturbed(self, delta: torch.Tensor) -> Iterator[None]:
-        self.delta = delta
+    def perturbed(
+        self, delta: torch.Tensor, rows: torch.Tensor | None = None, detach: bool = False
+    ) -> Iterator[None]:
+        """Add `delta` in the forwards run inside; `rows` says which rows of the last clean batch
+        these inputs are (for reuse), `detach` cuts the reused clean output from its graph."""
+        self.delta, self.rows, self.detach = delta, rows, detach
         try:
             yield
         finally:
-            self.delta = None
+            self.delta, self.rows, self.detach = None, None, False
+
+    def clear(self) -> None:
+        """Forget the clean pass's output (call when the batch is done)."""
+        self._clean = None
 
     def remove(self) -> None:
         self._handle.remove()
+        self.clear()
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring gradients inside: a forward builds no parameter-gradient paths,
+    so it saves only what a gradient with respect to its inputs needs (less memory)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for param in params:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in params:
+            param.requires_grad_(True)
 
 
 def _reduce_dims(delta: torch.Tensor, scope: str) -> tuple[int, ...]:

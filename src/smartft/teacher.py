@@ -58,9 +58,12 @@ class MeanTeacher:
             buffer.copy_(student_buffers[name])
         self.step += 1
 
-    @torch.no_grad()
     def outputs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(**inputs).logits  # type: ignore[no-any-return]
+        """The teacher's logits: computed in inference mode (no autograd bookkeeping at all),
+        then copied out of it so that the Bregman term can save them for its backward."""
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits
+        return logits.clone()  # type: ignore[no-any-return]
 
     def bregman(
         self, inputs: dict[str, torch.Tensor], student_logits: torch.Tensor, kind: str

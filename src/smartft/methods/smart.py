@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from smartft.config import option
+from smartft.errors import ConfigError
 from smartft.losses import divergence
 from smartft.methods.base import Method, SetupInfo, model_inputs
-from smartft.perturb import EmbeddingHook, ascend, norm
+from smartft.perturb import EmbeddingHook, ascend, frozen, norm
 from smartft.teacher import TEACHER_WEIGHTS, MeanTeacher, load_teacher, save_teacher
 
 REGULARIZER_FILE = "smart_regularizer.pt"
@@ -51,6 +52,13 @@ class SmartConfig:
             ("ball", "unit"),
         ),
     )
+    smart_fraction: float = field(
+        default=1.0,
+        metadata=option(
+            "fast mode: share of each batch's examples R_s is computed on, drawn at random every "
+            "step (1 = exact SMART; 0.25 = the `smart-fast` preset)"
+        ),
+    )
     smart_loss: str = field(
         default="auto",
         metadata=option(
@@ -58,6 +66,10 @@ class SmartConfig:
             ("auto", "sym_kl", "kl", "mse"),
         ),
     )
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.smart_fraction <= 1.0:
+            raise ConfigError(f"smart_fraction must be in (0, 1], got {self.smart_fraction}")
 
 
 @dataclass
@@ -124,16 +136,47 @@ class SmartRegularizer:
             self._generator = torch.Generator(device=device).manual_seed(self.seed)
         return self._generator
 
-    def _forward(self, inputs: dict[str, torch.Tensor]) -> Any:
+    def _forward(
+        self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None, ascent: bool
+    ) -> Any:
+        """f(x + δ) on the (sub-)batch. Ascent passes run with parameters frozen and the clean
+        embedding output detached: they only need ∂/∂δ, so they save far less for backward."""
+
         def run(delta: torch.Tensor) -> torch.Tensor:
-            with self.hook.perturbed(delta):
+            with self.hook.perturbed(delta, rows, detach=ascent):
+                if ascent:
+                    with frozen(self.model):
+                        return self.model(**inputs).logits  # type: ignore[no-any-return]
                 return self.model(**inputs).logits  # type: ignore[no-any-return]
 
         return run
 
+    def _subset(
+        self, inputs: dict[str, torch.Tensor], logits: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        """Fast mode: a random `smart_fraction` of the rows, cut to their longest real length."""
+        batch, length = inputs["input_ids"].shape[:2]
+        count = max(1, round(batch * self.config.smart_fraction))
+        if count >= batch:
+            return inputs, logits, None
+        generator = self.generator(logits.device)
+        rows = torch.randperm(batch, generator=generator, device=logits.device)[:count].sort()[0]
+        mask = inputs.get("attention_mask")
+        keep = length
+        if mask is not None:
+            keep = int(mask[rows].sum(-1).max())
+            if bool(mask[rows][:, keep:].any()):  # not right-padded: keep every position
+                keep = length
+        subset = {
+            k: v[rows][:, :keep] if v.dim() >= 2 and v.shape[1] == length else v[rows]
+            for k, v in inputs.items()
+        }
+        return subset, logits[rows], rows
+
     def penalty(self, inputs: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor | None:
         """Unweighted R_s, or None when the ascent gradient was not finite (counted, skipped)."""
         cfg = self.config
+        inputs, logits, rows = self._subset(inputs, logits)
         input_ids = inputs["input_ids"]
         mask = inputs.get("attention_mask", torch.ones_like(input_ids))
         mask = mask.unsqueeze(-1).float()
@@ -143,11 +186,10 @@ class SmartRegularizer:
             torch.randn(shape, generator=self.generator(device), device=device)
             * cfg.smart_noise_std
         )
-        forward = self._forward(inputs)
         target = logits.detach()
         inner = self.inner_loss
         delta = ascend(
-            forward,
+            self._forward(inputs, rows, ascent=True),
             start,
             mask,
             lambda out: divergence(inner, out, target),
@@ -162,7 +204,8 @@ class SmartRegularizer:
             self.skipped += 1
             self.last = {"smart_skipped": 1.0}
             return None
-        value = divergence(outer_divergence(self.regression), forward(delta), logits)
+        perturbed = self._forward(inputs, rows, ascent=False)(delta)
+        value = divergence(outer_divergence(self.regression), perturbed, logits)
         sizes = norm(delta, cfg.smart_norm, "token").squeeze(-1)
         token_mask = mask.squeeze(-1) > 0
         self.last = {
@@ -177,6 +220,7 @@ class SmartRegularizer:
         if self.config.smart_lambda == 0:
             return logits.new_zeros(())
         value = self.penalty(model_inputs(inputs), logits)
+        self.hook.clear()
         if value is None:
             return logits.new_zeros(())
         return self.config.smart_lambda * value
@@ -239,6 +283,7 @@ class Smart(Method):
         self.last = {}
         if self.regularizer is not None:
             value = self.regularizer.penalty(inputs, logits)
+            self.regularizer.hook.clear()
             self.last.update(self.regularizer.last)
             if value is not None:
                 terms["loss_smart"] = self.smart.smart_lambda * value

@@ -1,0 +1,11 @@
+#!/bin/bash
+# Reproduces benchmarks/results/bench.{md,json} and scaling.{md,json}: one thread, real RTE batches
+# when ../shared/data/glue is there (random ids otherwise). Run on an otherwise idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GLUE_DIR=${GLUE_DIR:-../shared/data/glue}
+export OMP_NUM_THREADS=1
+.venv/bin/smartft bench --models tiny,all-MiniLM-L6-v2 --seq_lengths 64,128 \
+    --data_dir "$GLUE_DIR" --out benchmarks/results --name bench
+.venv/bin/smartft bench --models all-MiniLM-L6-v2 --seq_lengths 128 --variants plain,smart \
+    --scaling --no_memory --data_dir "$GLUE_DIR" --out benchmarks/results --name scaling
