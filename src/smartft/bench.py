@@ -144,13 +144,13 @@ def smartft_step(model: nn.Module, variant: Variant, total_steps: int) -> Step:
     """The engine's own `train_step` with the variant's method, AdamW and linear schedule."""
     from accelerate import Accelerator
 
-    from smartft.engine import lr_lambda, param_groups, train_step
+    from smartft.engine import lr_lambda, make_optimizer, train_step
     from smartft.methods import SetupInfo, get_method
 
     run = resolve({"method": variant.method, **variant.options}, yaml_name="bench variant")
     method = get_method(variant.method)(run.methods)
     accelerator = Accelerator(cpu=True)
-    optimizer = torch.optim.AdamW(param_groups(model, WEIGHT_DECAY), lr=LEARNING_RATE)
+    optimizer = make_optimizer(model, LEARNING_RATE, WEIGHT_DECAY)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, 0.1, "linear"))
     method.setup(model, SetupInfo(total_steps, regression=False, seed=0))
@@ -209,9 +209,9 @@ def smart_pytorch_step(model: nn.Module, total_steps: int) -> Step:
             "smart-pytorch is not installed; `make bench-deps` (or "
             "`pip install --no-deps smart-pytorch==0.0.4`) adds it for benchmarks"
         ) from err
-    from smartft.engine import lr_lambda, param_groups
+    from smartft.engine import lr_lambda, make_optimizer
 
-    optimizer = torch.optim.AdamW(param_groups(model, WEIGHT_DECAY), lr=LEARNING_RATE)
+    optimizer = make_optimizer(model, LEARNING_RATE, WEIGHT_DECAY)  # the same as smartft's
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, 0.1, "linear"))
     embeddings = model.get_input_embeddings()  # type: ignore[operator]
     model.train()
@@ -302,7 +302,11 @@ def build(setting: Setting) -> tuple[dict[str, Step], list[dict[str, torch.Tenso
 
 
 def time_steps(setting: Setting) -> dict[str, list[float]]:
-    """Per-variant step times in seconds, interleaved by repetition."""
+    """Per-variant step times in seconds, interleaved by repetition (allocator tuned as
+    `smartft train` tunes it, for every variant alike)."""
+    from smartft.engine import tune_cpu_allocator
+
+    tune_cpu_allocator()
     steps, batches = build(setting)
     cycle = itertools.cycle(batches)
     for step in steps.values():
