@@ -31,7 +31,7 @@ demo: setup
 bench-deps: setup
 	$(BIN)/python -m pip install --quiet --no-deps smart-pytorch==0.0.4 2>&1 | $(QUIET)
 
-# Every figure in benchmarks/results/bench.md (about 25 minutes on 2 cores).
+# Every figure in benchmarks/results/ (bench, scaling, methods; about 40 minutes on 2 cores).
 bench: bench-deps
 	bash benchmarks/run.sh
 

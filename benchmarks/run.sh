@@ -9,3 +9,7 @@ export OMP_NUM_THREADS=1
     --data_dir "$GLUE_DIR" --out benchmarks/results --name bench
 .venv/bin/smartft bench --models all-MiniLM-L6-v2 --seq_lengths 128 --variants plain,smart \
     --scaling --no_memory --data_dir "$GLUE_DIR" --out benchmarks/results --name scaling
+# every method of the toolkit against plain (step time only)
+.venv/bin/smartft bench --models all-MiniLM-L6-v2 --seq_lengths 128 --no_memory \
+    --variants plain,smart,r3f,r4f,child_tuning,mixout,l2sp,lnsr \
+    --data_dir "$GLUE_DIR" --out benchmarks/results --name methods

@@ -140,7 +140,9 @@ def make_batches(
 Step = Callable[[dict[str, torch.Tensor]], None]
 
 
-def smartft_step(model: nn.Module, variant: Variant, total_steps: int) -> Step:
+def smartft_step(
+    model: nn.Module, variant: Variant, total_steps: int, batches: list[dict[str, torch.Tensor]]
+) -> Step:
     """The engine's own `train_step` with the variant's method, AdamW and linear schedule."""
     from accelerate import Accelerator
 
@@ -153,7 +155,7 @@ def smartft_step(model: nn.Module, variant: Variant, total_steps: int) -> Step:
     optimizer = make_optimizer(model, LEARNING_RATE, WEIGHT_DECAY)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, 0.1, "linear"))
-    method.setup(model, SetupInfo(total_steps, regression=False, seed=0))
+    method.setup(model, SetupInfo(total_steps, False, 0, train_batches=lambda: iter(batches)))
     prepared.train()
 
     def step(batch: dict[str, torch.Tensor]) -> None:
@@ -235,12 +237,14 @@ def smart_pytorch_step(model: nn.Module, total_steps: int) -> Step:
     return step
 
 
-def make_step(model: nn.Module, variant: Variant, total_steps: int) -> Step:
+def make_step(
+    model: nn.Module, variant: Variant, total_steps: int, batches: list[dict[str, torch.Tensor]]
+) -> Step:
     if variant.runner == "trainer":
         return trainer_step(model, total_steps)
     if variant.runner == "smart-pytorch":
         return smart_pytorch_step(model, total_steps)
-    return smartft_step(model, variant, total_steps)
+    return smartft_step(model, variant, total_steps, batches)
 
 
 def get_variant(name: str) -> Variant:
@@ -297,7 +301,7 @@ def build(setting: Setting) -> tuple[dict[str, Step], list[dict[str, torch.Tenso
             variant = Variant(
                 variant.name, "smartft", variant.method, {**variant.options, **setting.options}
             )
-        steps[name] = make_step(copy.deepcopy(base), variant, total)
+        steps[name] = make_step(copy.deepcopy(base), variant, total, batches)
     return steps, batches
 
 

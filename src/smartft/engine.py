@@ -16,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -361,6 +362,7 @@ def train_step(
         accelerator.backward(loss)
         grad_norm, finite = math.nan, True
         if accelerator.sync_gradients:
+            method.before_update(unwrapped)
             limit = max_grad_norm if max_grad_norm > 0 else math.inf
             grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), limit))
             finite = math.isfinite(grad_norm) and math.isfinite(float(loss.detach()))
@@ -418,9 +420,18 @@ def train(run: RunConfig) -> dict[str, Any]:
 
     unwrapped = accelerator.unwrap_model(model)
     method: Method = get_method(cfg.method)(run.methods)
-    method.setup(
-        unwrapped, SetupInfo(total_steps, spec.is_regression, cfg.seed, accelerator.process_index)
+
+    def train_batches() -> Iterator[dict[str, torch.Tensor]]:
+        loader = DataLoader(
+            train_features, batch_size=cfg.per_device_train_batch_size, collate_fn=collator
+        )
+        device = accelerator.device
+        return ({k: v.to(device) for k, v in b.items()} for b in loader)
+
+    info = SetupInfo(
+        total_steps, spec.is_regression, cfg.seed, accelerator.process_index, train_batches
     )
+    method.setup(unwrapped, info)
 
     main = accelerator.is_main_process
     loop = checkpoint.LoopState()

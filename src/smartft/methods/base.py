@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +19,9 @@ class SetupInfo:
     regression: bool
     seed: int
     process_index: int = 0
+    # a fresh pass over the training batches (unshuffled), for methods that look at the data
+    # before training (e.g. Child-Tuning D's Fisher information)
+    train_batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None
 
 
 class Method:
@@ -43,6 +47,10 @@ class Method:
     ) -> dict[str, torch.Tensor]:
         """Extra, weighted loss terms for this batch; the loop adds them to the task loss."""
         return {}
+
+    def before_update(self, model: nn.Module) -> None:
+        """Called when an update's gradients are complete, before clipping and the optimizer
+        step (e.g. to mask gradients)."""
 
     def after_step(self, model: nn.Module) -> None:
         """Called after every optimizer update (not after accumulation micro-steps)."""
@@ -70,3 +78,24 @@ class Method:
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The batch without labels: what the model's forward takes."""
     return {k: v for k, v in batch.items() if k != "labels"}
+
+
+HEAD_NAMES = ("classifier", "score", "pre_classifier", "qa_outputs")
+
+
+def head_modules(model: nn.Module) -> list[nn.Linear]:
+    """The linear layers of the task head (new at fine-tuning time, not pre-trained)."""
+    found = [
+        module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and name.split(".")[0] in HEAD_NAMES
+    ]
+    if not found:
+        raise TypeError("cannot find the model's task head (classifier / score) linear layers")
+    return found
+
+
+def pretrained_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Trainable parameters outside the task head: the ones that came from the checkpoint."""
+    head = {id(p) for m in head_modules(model) for p in m.parameters()}
+    return {n: p for n, p in model.named_parameters() if p.requires_grad and id(p) not in head}

@@ -1,0 +1,117 @@
+"""LNSR (Hua et al., 2021): layer-wise noise stability regularization. Gaussian noise is added to
+the input of one transformer layer and the change it causes in the outputs of that layer and every
+layer above is penalised, so the network learns to be stable to small hidden-state noise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from smartft.config import option
+from smartft.errors import ConfigError
+from smartft.methods.base import Method, SetupInfo, model_inputs
+
+
+@dataclass
+class LNSRConfig:
+    """Where the noise goes and how strong it is (our defaults; the paper tunes σ and λ)."""
+
+    lnsr_layer: int = field(
+        default=0, metadata=option("index of the transformer layer whose input gets the noise")
+    )
+    lnsr_sigma: float = field(default=0.01, metadata=option("std of the Gaussian noise"))
+    lnsr_lambda: float = field(default=1.0, metadata=option("weight of the stability penalty"))
+
+    def __post_init__(self) -> None:
+        if self.lnsr_sigma < 0 or self.lnsr_layer < 0:
+            raise ConfigError("lnsr_sigma and lnsr_layer must be ≥ 0")
+
+
+def transformer_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's stack of transformer blocks: its longest ModuleList of one block class."""
+    stacks = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.ModuleList) and len(m) > 0 and len({type(x) for x in m}) == 1
+    ]
+    if not stacks:
+        raise ConfigError("lnsr: cannot find the model's transformer layers")
+    return max(stacks, key=len)
+
+
+def hidden(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output  # type: ignore[no-any-return]
+
+
+class LNSR(Method):
+    """λ · mean over layers ≥ l of ‖h_j(x; noise) − h_j(x)‖² per real token."""
+
+    name: ClassVar[str] = "lnsr"
+    summary: ClassVar[str] = "noise at a hidden layer, penalise the change above it (~1.7x)"
+    config_classes: ClassVar[tuple[type, ...]] = (LNSRConfig,)
+
+    def __init__(self, configs: dict[type, Any]) -> None:
+        super().__init__(configs)
+        self.config: LNSRConfig = configs.get(LNSRConfig, LNSRConfig())
+        self.layers: list[nn.Module] = []
+        self.captured: list[torch.Tensor] = []
+        self.noise: torch.Tensor | None = None
+        self.generator: torch.Generator | None = None
+        self.last: dict[str, float] = {}
+
+    def setup(self, model: nn.Module, info: SetupInfo) -> None:
+        stack = transformer_layers(model)
+        if self.config.lnsr_layer >= len(stack):
+            raise ConfigError(f"lnsr_layer {self.config.lnsr_layer}: the model has {len(stack)}")
+        self.layers = list(stack)[self.config.lnsr_layer :]
+        self.layers[0].register_forward_pre_hook(self._add_noise, with_kwargs=True)
+        for layer in self.layers:
+            layer.register_forward_hook(self._capture)
+        device = next(model.parameters()).device
+        self.generator = torch.Generator(device=device).manual_seed(info.seed * 7919 + 3)
+
+    def _add_noise(self, module: nn.Module, args: Any, kwargs: Any) -> Any:
+        if self.noise is None:
+            return None
+        if args:
+            return (args[0] + self.noise, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": kwargs["hidden_states"] + self.noise}
+
+    def _capture(self, module: nn.Module, args: Any, output: Any) -> None:
+        if torch.is_grad_enabled():  # training forwards, not evaluation
+            self.captured.append(hidden(output))
+
+    def penalty(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run the noised forward; compare with the outputs captured in the clean one."""
+        clean, self.captured = self.captured[-len(self.layers) :], []
+        assert self.generator is not None and len(clean) == len(self.layers)
+        shape = clean[0].shape
+        self.noise = (
+            torch.randn(shape, generator=self.generator, device=clean[0].device)
+            * self.config.lnsr_sigma
+        )
+        try:
+            model(**inputs)
+        finally:
+            self.noise = None
+        noised, self.captured = self.captured, []
+        mask = inputs.get("attention_mask")
+        weight = torch.ones(shape[:2], device=clean[0].device) if mask is None else mask.float()
+        total = sum(
+            ((a - b).pow(2).sum(-1) * weight).sum() / weight.sum().clamp(min=1)
+            for a, b in zip(noised, clean, strict=True)
+        )
+        return torch.as_tensor(total) / len(self.layers)
+
+    def loss_terms(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        value = self.penalty(model, model_inputs(batch))
+        self.last = {"lnsr_penalty": float(value.detach())}
+        return {"loss_lnsr": self.config.lnsr_lambda * value}
+
+    def log_values(self) -> dict[str, float]:
+        return dict(self.last)

@@ -1,0 +1,107 @@
+"""R3F / R4F (Aghajanyan et al., ICLR 2021): a smoothness term from *random* noise on the word
+embeddings, with no ascent step; R4F also keeps the classification head's spectral norm ≤ 1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from smartft.config import option
+from smartft.errors import ConfigError
+from smartft.losses import divergence
+from smartft.methods.base import Method, SetupInfo, head_modules, model_inputs
+from smartft.methods.smart import outer_divergence
+from smartft.perturb import EmbeddingHook
+
+
+@dataclass
+class R3FConfig:
+    """R3F's noise and weight (defaults: the paper's, ε = 1e-5 normal noise, λ = 1)."""
+
+    r3f_lambda: float = field(
+        default=1.0, metadata=option("weight of the symmetric KL between clean and noised outputs")
+    )
+    r3f_eps: float = field(
+        default=1e-5, metadata=option("noise scale: std (normal) or half-width (uniform)")
+    )
+    r3f_noise: str = field(
+        default="normal", metadata=option("noise distribution", ("normal", "uniform"))
+    )
+
+    def __post_init__(self) -> None:
+        if self.r3f_eps < 0 or self.r3f_lambda < 0:
+            raise ConfigError("r3f_eps and r3f_lambda must be ≥ 0")
+
+
+class R3F(Method):
+    """λ · ℓ_s(f(x + z), f(x)), z random: one extra forward and backward, no ascent pass."""
+
+    name: ClassVar[str] = "r3f"
+    summary: ClassVar[str] = "random-noise smoothness term, no ascent step (~1.3-2x)"
+    config_classes: ClassVar[tuple[type, ...]] = (R3FConfig,)
+    spectral_head: ClassVar[bool] = False
+
+    def __init__(self, configs: dict[type, Any]) -> None:
+        super().__init__(configs)
+        self.config: R3FConfig = configs.get(R3FConfig, R3FConfig())
+        self.hook: EmbeddingHook | None = None
+        self.generator: torch.Generator | None = None
+        self.kind = "sym_kl"
+        self.last: dict[str, float] = {}
+
+    def setup(self, model: nn.Module, info: SetupInfo) -> None:
+        self.kind = outer_divergence(info.regression)
+        self.hook = EmbeddingHook(model)
+        device = next(model.parameters()).device
+        seed = info.seed * 7919 + info.process_index
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        if self.spectral_head:
+            self.after_step(model)
+
+    def noise(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        assert self.generator is not None
+        eps = self.config.r3f_eps
+        if self.config.r3f_noise == "uniform":
+            return (torch.rand(shape, generator=self.generator, device=device) * 2 - 1) * eps
+        return torch.randn(shape, generator=self.generator, device=device) * eps
+
+    def loss_terms(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        assert self.hook is not None
+        inputs = model_inputs(batch)
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask", torch.ones_like(ids)).unsqueeze(-1).float()
+        noise = self.noise((*ids.shape, self.hook.dim), ids.device) * mask
+        with self.hook.perturbed(noise):
+            noised = model(**inputs).logits
+        self.hook.clear()
+        value = divergence(self.kind, noised, logits)
+        self.last = {"r3f_divergence": float(value.detach())}
+        return {"loss_r3f": self.config.r3f_lambda * value}
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        """R4F: rescale each head matrix whose largest singular value exceeds 1."""
+        if not self.spectral_head:
+            return
+        for layer in head_modules(model):
+            sigma = float(torch.linalg.matrix_norm(layer.weight.float(), ord=2))
+            if sigma > 1.0:
+                layer.weight.div_(sigma)
+
+    def log_values(self) -> dict[str, float]:
+        return dict(self.last)
+
+
+class R4F(R3F):
+    """R3F plus spectral normalisation of the classification head: after every update each head
+    matrix is divided by its largest singular value when that exceeds 1 (a projection onto the
+    spectral-norm ball, which keeps the saved model an ordinary one)."""
+
+    name: ClassVar[str] = "r4f"
+    summary: ClassVar[str] = "R3F + spectrally normalised classification head"
+    spectral_head: ClassVar[bool] = True

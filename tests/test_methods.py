@@ -1,0 +1,190 @@
+"""The peer methods: each one's defining behaviour on a tiny random model, and every method end
+to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from smartft.methods import METHODS, SetupInfo, get_method
+from smartft.methods.child_tuning import ChildTuning, ChildTuningConfig
+from smartft.methods.l2sp import L2SP, L2SPConfig
+from smartft.methods.lnsr import LNSR, LNSRConfig
+from smartft.methods.mixout import Mixout, MixoutConfig, MixoutLinear
+from smartft.methods.r3f import R3F, R4F, R3FConfig
+
+from .conftest import train_args
+from .test_engine import cli
+from .test_smart import batch, tiny
+
+LABELS = torch.tensor([0, 1, 1, 0])
+
+
+def info(**extra: object) -> SetupInfo:
+    return SetupInfo(total_steps=10, regression=False, seed=0, **extra)  # type: ignore[arg-type]
+
+
+def one_step(model: torch.nn.Module, method: object, lr: float = 0.1) -> None:
+    """A plain SGD update through the method protocol (loss terms, before_update, after_step)."""
+    inputs = batch()
+    logits = model(**inputs).logits
+    loss = torch.nn.functional.cross_entropy(logits, LABELS)
+    terms = method.loss_terms(model, {**inputs, "labels": LABELS}, logits)  # type: ignore[attr-defined]
+    (loss + sum(terms.values())).backward()
+    method.before_update(model)  # type: ignore[attr-defined]
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.grad is not None:
+                param -= lr * param.grad
+    model.zero_grad()
+    method.after_step(model)  # type: ignore[attr-defined]
+
+
+def test_r3f_runs_no_ascent_pass_and_one_extra_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny().train()
+    method = R3F({R3FConfig: R3FConfig(r3f_eps=1e-2)})
+    method.setup(model, info())
+    forwards: list[int] = []
+    model.classifier.register_forward_hook(lambda *a: forwards.append(1))
+
+    def no_grad_calls(*args: object, **kwargs: object) -> None:
+        raise AssertionError("R3F must not run an ascent (torch.autograd.grad) pass")
+
+    monkeypatch.setattr(torch.autograd, "grad", no_grad_calls)
+    inputs = {**batch(), "labels": LABELS}
+    terms = method.loss_terms(model, inputs, model(**batch()).logits)
+    assert len(forwards) == 2 and terms["loss_r3f"].item() > 0
+    terms["loss_r3f"].backward()
+
+
+def test_r3f_uniform_noise_is_bounded_by_eps() -> None:
+    method = R3F({R3FConfig: R3FConfig(r3f_noise="uniform", r3f_eps=0.5)})
+    method.setup(tiny(), info())
+    noise = method.noise((1000,), torch.device("cpu"))
+    assert noise.abs().max() <= 0.5 and noise.abs().max() > 0.4
+
+
+def test_r4f_keeps_the_head_spectral_norm_at_most_one() -> None:
+    model = tiny().train()
+    with torch.no_grad():
+        model.classifier.weight.mul_(50.0)
+    method = R4F({R3FConfig: R3FConfig()})
+    method.setup(model, info())
+    for _ in range(3):
+        one_step(model, method, lr=5.0)
+        sigma = torch.linalg.matrix_norm(model.classifier.weight, ord=2)
+        assert sigma <= 1.0 + 1e-5
+
+
+def test_child_tuning_d_changes_only_the_child() -> None:
+    model = tiny().train()
+    batches = [{**batch(seed=s), "labels": LABELS} for s in range(3)]
+    method = ChildTuning({ChildTuningConfig: ChildTuningConfig(child_reserve=0.2)})
+    method.setup(model, info(train_batches=lambda: iter(batches)))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    one_step(model, method)
+    for name, mask in method.masks.items():
+        moved = (dict(model.named_parameters())[name] != before[name]).detach()
+        assert not bool((moved & ~mask).any()), name
+    share = sum(int(m.sum()) for m in method.masks.values()) / sum(
+        m.numel() for m in method.masks.values()
+    )
+    assert 0.19 <= share <= 0.25  # ties at the threshold may add a few
+    assert model.classifier.weight.ne(before["classifier.weight"]).all()  # the head is free
+
+
+def test_child_tuning_f_masks_and_rescales_gradients() -> None:
+    model = tiny()
+    method = ChildTuning({ChildTuningConfig: ChildTuningConfig(child_mode="F", child_reserve=0.5)})
+    method.setup(model, info())
+    weight = model.bert.encoder.layer[0].intermediate.dense.weight
+    weight.grad = torch.ones_like(weight)
+    method.before_update(model)
+    values = set(weight.grad.unique().tolist())
+    assert values == {0.0, 2.0}
+    assert 0.4 < float((weight.grad > 0).float().mean()) < 0.6
+
+
+def test_mixout_p1_uses_pretrained_weights_and_eval_uses_the_expectation() -> None:
+    model = tiny().train()
+    method = Mixout({MixoutConfig: MixoutConfig(mixout_p=1.0)})
+    method.setup(model, info())
+    layer = model.bert.encoder.layer[0].intermediate.dense
+    assert isinstance(layer, MixoutLinear) and not isinstance(model.classifier, MixoutLinear)
+    pretrained = layer.weight.detach().clone()
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    x = torch.randn(3, layer.in_features)
+    expected = torch.nn.functional.linear(x, pretrained, layer.bias)
+    torch.testing.assert_close(layer(x), expected)
+    layer.eval()
+    torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+    assert "mixout_target" not in model.state_dict().keys().__str__()
+
+
+def test_mixout_is_unbiased() -> None:
+    torch.manual_seed(0)
+    from smartft.methods.mixout import mixout
+
+    weight, target = torch.full((200, 200), 2.0), torch.zeros(200, 200)
+    mixed = mixout(weight, target, 0.9)
+    assert abs(float(mixed.mean()) - 2.0) < 0.1
+    assert set(mixed.unique().tolist()) == {0.0, 20.0}
+
+
+def test_l2sp_penalty_matches_by_hand() -> None:
+    model = tiny()
+    method = L2SP({L2SPConfig: L2SPConfig(l2sp_alpha=0.3, l2sp_beta=0.02)})
+    method.setup(model, info())
+    encoder = model.bert.encoder.layer[0].output.dense.weight
+    with torch.no_grad():
+        encoder[0, 0] += 2.0
+        encoder[1, 1] -= 1.0
+    head = sum(float(p.detach().pow(2).sum()) for p in model.classifier.parameters())
+    expected = 0.3 * 0.5 * (2.0**2 + 1.0**2) + 0.02 * 0.5 * head
+    inputs = {**batch(), "labels": LABELS}
+    term = method.loss_terms(model, inputs, model(**batch()).logits)["loss_l2sp"]
+    assert term.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_lnsr_penalty_is_zero_without_noise_and_grows_with_it() -> None:
+    values = []
+    for sigma in (0.0, 1e-3, 1e-1):
+        model = tiny().train()  # dropout is 0 in the tiny model: the clean pass is repeatable
+        method = LNSR({LNSRConfig: LNSRConfig(lnsr_layer=1, lnsr_sigma=sigma)})
+        method.setup(model, info())
+        inputs = {**batch(), "labels": LABELS}
+        term = method.loss_terms(model, inputs, model(**batch()).logits)["loss_lnsr"]
+        values.append(term.item())
+    assert values[0] == 0.0 and 0 < values[1] < values[2]
+
+
+METHOD_FLAGS = {
+    "r3f": ["--r3f_eps", "1e-3"],
+    "r4f": [],
+    "child_tuning": ["--child_fisher_batches", "2"],
+    "mixout": [],
+    "l2sp": ["--weight_decay", "0"],
+    "lnsr": ["--lnsr_layer", "1"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(METHOD_FLAGS))
+def test_every_method_trains_from_the_cli(
+    name: str,
+    tiny_model: str,
+    glue_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / name
+    code, _, err = cli(
+        [*train_args(tiny_model, glue_dir, out), "--method", name, *METHOD_FLAGS[name]], capsys
+    )
+    assert code == 0, err
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["method"] == name and results["eval_accuracy"] is not None
+    assert name in METHODS and get_method(name).name == name
