@@ -169,6 +169,7 @@ METHOD_FLAGS = {
     "mixout": [],
     "l2sp": ["--weight_decay", "0"],
     "lnsr": ["--lnsr_layer", "1"],
+    "alice": ["--alice_plus_plus", "true"],
 }
 
 
@@ -188,3 +189,42 @@ def test_every_method_trains_from_the_cli(
     results = json.loads((out / "all_results.json").read_text())
     assert results["method"] == name and results["eval_accuracy"] is not None
     assert name in METHODS and get_method(name).name == name
+
+
+def test_alice_has_a_virtual_and_a_label_adversarial_term() -> None:
+    from smartft.methods.alice import Alice, AliceConfig
+    from smartft.methods.smart import SmartConfig
+
+    model = tiny().train()
+    smart = SmartConfig(smart_eps=1e-2, smart_step_size=1e-2)
+    method = Alice({SmartConfig: smart, AliceConfig: AliceConfig(alice_adv_lambda=2.0)})
+    method.setup(model, info())
+    passes: list[int] = []
+    model.classifier.register_forward_hook(lambda *a: passes.append(1))
+    inputs = {**batch(), "labels": LABELS}
+    logits = model(**batch()).logits
+    terms = method.loss_terms(model, inputs, logits)
+    assert set(terms) == {"loss_alice_virtual", "loss_alice_adv"}
+    assert len(passes) == 5  # clean + (ascent + adversarial) per term
+    clean_task = torch.nn.functional.cross_entropy(logits, LABELS)
+    # the label term is the task loss at a small perturbation: close to, above the clean one
+    adv = terms["loss_alice_adv"].item() / 2.0
+    assert adv >= clean_task.item() - 1e-4 and adv == pytest.approx(clean_task.item(), abs=0.05)
+
+
+def test_alice_plus_plus_perturbs_a_random_layer() -> None:
+    from smartft.methods.alice import Alice, AliceConfig
+    from smartft.methods.smart import SmartConfig
+    from smartft.perturb import LayerInputHook
+
+    model = tiny().train()
+    method = Alice({SmartConfig: SmartConfig(), AliceConfig: AliceConfig(alice_plus_plus=True)})
+    method.setup(model, info())
+    assert method.regularizer is not None
+    hook = method.regularizer.hook
+    assert isinstance(hook, LayerInputHook)
+    chosen = set()
+    for _ in range(12):
+        method.loss_terms(model, {**batch(), "labels": LABELS}, model(**batch()).logits)
+        chosen.add(hook.index)
+    assert chosen == {0, 1}

@@ -98,6 +98,61 @@ class EmbeddingHook:
         self.clear()
 
 
+def transformer_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's stack of transformer blocks: its longest ModuleList of one block class."""
+    stacks = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.ModuleList) and len(m) > 0 and len({type(x) for x in m}) == 1
+    ]
+    if not stacks:
+        raise TypeError("cannot find the model's transformer layers")
+    return max(stacks, key=len)
+
+
+class LayerInputHook:
+    """Adds `delta` to the hidden states entering transformer layer `index` (ALICE++ perturbs a
+    randomly chosen layer). Same interface as EmbeddingHook, without the clean-output reuse."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.layers = transformer_layers(model)
+        self.index = 0
+        self.delta: torch.Tensor | None = None
+        config: Any = model.config
+        self.dim = int(config.hidden_size)
+        self._handles = [
+            layer.register_forward_pre_hook(self._make_hook(i), with_kwargs=True)
+            for i, layer in enumerate(self.layers)
+        ]
+
+    def _make_hook(self, position: int) -> Any:
+        def hook(module: nn.Module, args: Any, kwargs: Any) -> Any:
+            if self.delta is None or position != self.index:
+                return None
+            if args:
+                return (args[0] + self.delta, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": kwargs["hidden_states"] + self.delta}
+
+        return hook
+
+    @contextmanager
+    def perturbed(
+        self, delta: torch.Tensor, rows: torch.Tensor | None = None, detach: bool = False
+    ) -> Iterator[None]:
+        self.delta = delta
+        try:
+            yield
+        finally:
+            self.delta = None
+
+    def clear(self) -> None:
+        """Nothing is kept between passes."""
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
 @contextmanager
 def frozen(model: nn.Module) -> Iterator[None]:
     """Parameters stop requiring gradients inside: a forward builds no parameter-gradient paths,

@@ -13,6 +13,7 @@ from torch import nn
 from smartft.config import option
 from smartft.errors import ConfigError
 from smartft.methods.base import Method, SetupInfo, model_inputs
+from smartft.perturb import transformer_layers
 
 
 @dataclass
@@ -28,18 +29,6 @@ class LNSRConfig:
     def __post_init__(self) -> None:
         if self.lnsr_sigma < 0 or self.lnsr_layer < 0:
             raise ConfigError("lnsr_sigma and lnsr_layer must be ≥ 0")
-
-
-def transformer_layers(model: nn.Module) -> nn.ModuleList:
-    """The model's stack of transformer blocks: its longest ModuleList of one block class."""
-    stacks = [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.ModuleList) and len(m) > 0 and len({type(x) for x in m}) == 1
-    ]
-    if not stacks:
-        raise ConfigError("lnsr: cannot find the model's transformer layers")
-    return max(stacks, key=len)
 
 
 def hidden(output: Any) -> torch.Tensor:
@@ -63,7 +52,10 @@ class LNSR(Method):
         self.last: dict[str, float] = {}
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
-        stack = transformer_layers(model)
+        try:
+            stack = transformer_layers(model)
+        except TypeError as err:
+            raise ConfigError(f"lnsr: {err}") from None
         if self.config.lnsr_layer >= len(stack):
             raise ConfigError(f"lnsr_layer {self.config.lnsr_layer}: the model has {len(stack)}")
         self.layers = list(stack)[self.config.lnsr_layer :]

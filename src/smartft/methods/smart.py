@@ -14,9 +14,9 @@ from torch import nn
 
 from smartft.config import option
 from smartft.errors import ConfigError
-from smartft.losses import divergence
+from smartft.losses import divergence, task_loss
 from smartft.methods.base import Method, SetupInfo, model_inputs
-from smartft.perturb import EmbeddingHook, ascend, frozen, norm
+from smartft.perturb import EmbeddingHook, LayerInputHook, ascend, frozen, norm
 from smartft.teacher import TEACHER_WEIGHTS, MeanTeacher, load_teacher, save_teacher
 
 REGULARIZER_FILE = "smart_regularizer.pt"
@@ -116,11 +116,12 @@ class SmartRegularizer:
         config: SmartConfig | None = None,
         regression: bool = False,
         seed: int = 0,
+        hook: EmbeddingHook | LayerInputHook | None = None,
     ) -> None:
         self.model = model
         self.config = config or SmartConfig()
         self.regression = regression
-        self.hook = EmbeddingHook(model)
+        self.hook = hook or EmbeddingHook(model)
         self.seed = seed
         self._generator: torch.Generator | None = None
         self.skipped = 0
@@ -173,10 +174,19 @@ class SmartRegularizer:
         }
         return subset, logits[rows], rows
 
-    def penalty(self, inputs: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor | None:
-        """Unweighted R_s, or None when the ascent gradient was not finite (counted, skipped)."""
+    def penalty(
+        self,
+        inputs: dict[str, torch.Tensor],
+        logits: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        """Unweighted R_s, or None when the ascent gradient was not finite (counted, skipped).
+        With `labels`, the label-adversarial term instead (ALICE): the ascent and the value use
+        the task loss against the gold labels rather than the divergence from the clean output."""
         cfg = self.config
         inputs, logits, rows = self._subset(inputs, logits)
+        if labels is not None and rows is not None:
+            labels = labels[rows]
         input_ids = inputs["input_ids"]
         mask = inputs.get("attention_mask", torch.ones_like(input_ids))
         mask = mask.unsqueeze(-1).float()
@@ -186,13 +196,18 @@ class SmartRegularizer:
             torch.randn(shape, generator=self.generator(device), device=device)
             * cfg.smart_noise_std
         )
-        target = logits.detach()
-        inner = self.inner_loss
+        target, inner, outer = logits.detach(), self.inner_loss, outer_divergence(self.regression)
+
+        def inner_loss(out: torch.Tensor) -> torch.Tensor:
+            if labels is not None:
+                return task_loss(out, labels, self.regression)
+            return divergence(inner, out, target)
+
         delta = ascend(
             self._forward(inputs, rows, ascent=True),
             start,
             mask,
-            lambda out: divergence(inner, out, target),
+            inner_loss,
             steps=cfg.smart_steps,
             step_size=cfg.smart_step_size,
             projection=cfg.smart_projection,
@@ -205,7 +220,10 @@ class SmartRegularizer:
             self.last = {"smart_skipped": 1.0}
             return None
         perturbed = self._forward(inputs, rows, ascent=False)(delta)
-        value = divergence(outer_divergence(self.regression), perturbed, logits)
+        if labels is not None:
+            value = task_loss(perturbed, labels, self.regression)
+        else:
+            value = divergence(outer, perturbed, logits)
         sizes = norm(delta, cfg.smart_norm, "token").squeeze(-1)
         token_mask = mask.squeeze(-1) > 0
         self.last = {

@@ -1,0 +1,82 @@
+"""ALICE (Pereira et al., 2020): SMART's virtual adversarial term plus an adversarial term
+against the gold label, each with its own estimated perturbation. ALICE++ perturbs the input of a
+randomly chosen transformer layer each step instead of the word embeddings."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from smartft.config import option
+from smartft.methods.base import Method, SetupInfo, model_inputs
+from smartft.methods.smart import SmartConfig, SmartRegularizer
+from smartft.perturb import LayerInputHook
+
+
+@dataclass
+class AliceConfig:
+    """The label-adversarial term's weight and the ALICE++ switch (the virtual term's weight and
+    the perturbation settings are SMART's: --smart_lambda, --smart_eps, ...)."""
+
+    alice_adv_lambda: float = field(
+        default=1.0, metadata=option("weight of the adversarial term against the gold label")
+    )
+    alice_plus_plus: bool = field(
+        default=False,
+        metadata=option("ALICE++: perturb a random transformer layer's input each step"),
+    )
+
+
+class Alice(Method):
+    """λ_v · R_virtual + λ_a · task-loss(f(x + δ_adv), y); two ascents, two adversarial passes."""
+
+    name: ClassVar[str] = "alice"
+    summary: ClassVar[str] = "virtual + label adversarial terms; ALICE++: random layer (~5x)"
+    config_classes: ClassVar[tuple[type, ...]] = (SmartConfig, AliceConfig)
+
+    def __init__(self, configs: dict[type, Any]) -> None:
+        super().__init__(configs)
+        self.smart: SmartConfig = configs.get(SmartConfig, SmartConfig())
+        self.config: AliceConfig = configs.get(AliceConfig, AliceConfig())
+        self.regularizer: SmartRegularizer | None = None
+        self.layers: random.Random = random.Random(0)
+        self.last: dict[str, float] = {}
+
+    def setup(self, model: nn.Module, info: SetupInfo) -> None:
+        hook = LayerInputHook(model) if self.config.alice_plus_plus else None
+        seed = info.seed * 7919 + info.process_index
+        self.regularizer = SmartRegularizer(model, self.smart, info.regression, seed, hook)
+        self.layers = random.Random(seed)
+
+    def loss_terms(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        reg = self.regularizer
+        assert reg is not None
+        if isinstance(reg.hook, LayerInputHook):
+            reg.hook.index = self.layers.randrange(len(reg.hook.layers))
+        inputs = model_inputs(batch)
+        terms: dict[str, torch.Tensor] = {}
+        self.last = {}
+        if self.smart.smart_lambda > 0:
+            virtual = reg.penalty(inputs, logits)
+            if virtual is not None:
+                terms["loss_alice_virtual"] = self.smart.smart_lambda * virtual
+                self.last["alice_virtual"] = float(virtual.detach())
+        if self.config.alice_adv_lambda > 0:
+            adversarial = reg.penalty(inputs, logits, labels=batch["labels"])
+            if adversarial is not None:
+                terms["loss_alice_adv"] = self.config.alice_adv_lambda * adversarial
+                self.last["alice_adv"] = float(adversarial.detach())
+        reg.hook.clear()
+        return terms
+
+    def log_values(self) -> dict[str, float]:
+        return dict(self.last)
+
+    def counters(self) -> dict[str, int]:
+        return {"alice_skipped_total": self.regularizer.skipped if self.regularizer else 0}
