@@ -170,6 +170,7 @@ METHOD_FLAGS = {
     "l2sp": ["--weight_decay", "0"],
     "lnsr": ["--lnsr_layer", "1"],
     "alice": ["--alice_plus_plus", "true"],
+    "dps": [],
 }
 
 
@@ -228,3 +229,33 @@ def test_alice_plus_plus_perturbs_a_random_layer() -> None:
         method.loss_terms(model, {**batch(), "labels": LABELS}, model(**batch()).logits)
         chosen.add(hook.index)
     assert chosen == {0, 1}
+
+
+def test_dps_moves_nothing_outside_the_subnetwork_during_a_stage() -> None:
+    from smartft.engine import make_optimizer
+    from smartft.methods.dps import DPS, DPSConfig
+
+    model = tiny().train()
+    method = DPS({DPSConfig: DPSConfig(dps_keep=0.3, dps_stage_ratio=0.25)})
+    method.setup(model, info())  # 10 updates: stages of 3
+    optimizer = make_optimizer(model, 1e-2, 0.01)  # momentum and decay must not leak either
+    inputs = {**batch(), "labels": LABELS}
+    for step in range(7):
+        before = {n: p.detach().clone() for n, p in method.params.items()}
+        masks = dict(method.masks)
+        logits = model(**batch()).logits
+        torch.nn.functional.cross_entropy(logits, inputs["labels"]).backward()
+        method.before_update(model)
+        optimizer.step()
+        optimizer.zero_grad()
+        method.after_step(model)
+        if step < 3:
+            assert not masks  # the first stage trains everything
+            continue
+        assert masks
+        for name, mask in masks.items():
+            moved = method.params[name].detach() != before[name]
+            assert not bool((moved & ~mask).any()), (step, name)
+        share = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+        assert 0.29 <= share <= 0.35
+    assert method.masks  # chosen again after the second stage
