@@ -11,5 +11,5 @@ export OMP_NUM_THREADS=1
     --scaling --no_memory --data_dir "$GLUE_DIR" --out benchmarks/results --name scaling
 # every method of the toolkit against plain (step time only)
 .venv/bin/smartft bench --models all-MiniLM-L6-v2 --seq_lengths 128 --no_memory \
-    --variants plain,smart,r3f,r4f,child_tuning,mixout,l2sp,lnsr \
+    --variants plain,smart,alice,r3f,r4f,freelb,child_tuning,mixout,l2sp,lnsr,dps \
     --data_dir "$GLUE_DIR" --out benchmarks/results --name methods

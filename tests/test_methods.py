@@ -171,6 +171,7 @@ METHOD_FLAGS = {
     "lnsr": ["--lnsr_layer", "1"],
     "alice": ["--alice_plus_plus", "true"],
     "dps": [],
+    "freelb": ["--freelb_start_step", "1"],
 }
 
 
@@ -259,3 +260,53 @@ def test_dps_moves_nothing_outside_the_subnetwork_during_a_stage() -> None:
         share = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
         assert 0.29 <= share <= 0.35
     assert method.masks  # chosen again after the second stage
+
+
+def test_freelb_gradient_is_the_average_of_the_k_perturbed_losses() -> None:
+    from smartft.methods.freelb import FreeLB, FreeLBConfig
+
+    config = FreeLBConfig(freelb_steps=3, freelb_step_size=0.5, freelb_start_step=0)
+    model = tiny().train()
+    method = FreeLB({FreeLBConfig: config})
+    method.setup(model, info())
+    assert method.hook is not None
+    deltas: list[torch.Tensor] = []
+    original = method.hook.perturbed
+
+    def spy(delta: torch.Tensor, *args: object, **kwargs: object) -> object:
+        deltas.append(delta.detach().clone())
+        return original(delta, *args, **kwargs)  # type: ignore[arg-type]
+
+    method.hook.perturbed = spy  # type: ignore[method-assign]
+    inputs = batch()
+    logits = model(**inputs).logits
+    loss = torch.nn.functional.cross_entropy(logits, LABELS)
+    terms = method.loss_terms(model, {**inputs, "labels": LABELS}, logits)
+    (method.task_loss_weight() * loss + sum(terms.values())).backward()
+    got = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    assert len(deltas) == 2 and method.task_loss_weight() == pytest.approx(1 / 3)
+    assert deltas[1].norm() > deltas[0].norm() > 0  # two ascent steps from zero
+    method.hook.perturbed = original  # type: ignore[method-assign]
+    losses = [torch.nn.functional.cross_entropy(model(**inputs).logits, LABELS)]
+    for delta in deltas:
+        with method.hook.perturbed(delta):
+            losses.append(torch.nn.functional.cross_entropy(model(**inputs).logits, LABELS))
+    (sum(losses) / 3).backward()
+    for name, param in model.named_parameters():
+        if param.grad is not None:
+            torch.testing.assert_close(got[name], param.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_freelb_waits_for_its_start_step() -> None:
+    from smartft.methods.freelb import FreeLB, FreeLBConfig
+
+    model = tiny().train()
+    method = FreeLB({FreeLBConfig: FreeLBConfig(freelb_start_step=2)})
+    method.setup(model, info())
+    inputs = {**batch(), "labels": LABELS}
+    assert method.loss_terms(model, inputs, model(**batch()).logits) == {}
+    assert method.task_loss_weight() == 1.0
+    method.after_step(model)
+    method.after_step(model)
+    assert "loss_freelb" in method.loss_terms(model, inputs, model(**batch()).logits)

@@ -358,7 +358,7 @@ def train_step(
         logits = model(**model_inputs(batch)).logits
         loss_task = task_loss(logits, batch["labels"], regression)
         terms = method.loss_terms(unwrapped, batch, logits)
-        loss = loss_task + sum(terms.values())
+        loss = method.task_loss_weight() * loss_task + sum(terms.values())
         accelerator.backward(loss)
         grad_norm, finite = math.nan, True
         if accelerator.sync_gradients:

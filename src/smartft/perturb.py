@@ -89,6 +89,10 @@ class EmbeddingHook:
         finally:
             self.delta, self.rows, self.detach = None, None, False
 
+    def clean_output(self) -> torch.Tensor | None:
+        """The last clean pass's word-embedding output (in its graph), if kept."""
+        return self._clean[1] if self._clean is not None else None
+
     def clear(self) -> None:
         """Forget the clean pass's output (call when the batch is done)."""
         self._clean = None

@@ -48,6 +48,11 @@ class Method:
         """Extra, weighted loss terms for this batch; the loop adds them to the task loss."""
         return {}
 
+    def task_loss_weight(self) -> float:
+        """Weight of the clean task loss in this step's objective (FreeLB averages it with its
+        perturbed losses)."""
+        return 1.0
+
     def before_update(self, model: nn.Module) -> None:
         """Called when an update's gradients are complete, before clipping and the optimizer
         step (e.g. to mask gradients)."""

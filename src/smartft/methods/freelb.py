@@ -1,0 +1,101 @@
+"""FreeLB (Zhu et al., ICLR 2020): K ascent steps on the task loss against the gold labels, the
+parameter gradient averaged over all K perturbed losses ("free" large-batch adversarial training).
+The first of the K losses is the clean one (the perturbation starts at zero), so the loop's clean
+forward is step 0 and its task loss enters with weight 1/K."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from smartft.config import option
+from smartft.errors import ConfigError
+from smartft.losses import task_loss
+from smartft.methods.base import Method, SetupInfo, model_inputs
+from smartft.perturb import EmbeddingHook, normalize, project_ball
+
+
+@dataclass
+class FreeLBConfig:
+    """FreeLB's ascent (defaults: K = 3, α = 0.1, no norm bound, start after 20 updates)."""
+
+    freelb_steps: int = field(default=3, metadata=option("K: perturbed losses averaged per step"))
+    freelb_step_size: float = field(default=0.1, metadata=option("α: ascent step size"))
+    freelb_max_norm: float = field(
+        default=0.0, metadata=option("ε: per-example L2 bound of the perturbation (0 = none)")
+    )
+    freelb_start_step: int = field(
+        default=20, metadata=option("plain updates before the adversarial steps begin")
+    )
+
+    def __post_init__(self) -> None:
+        if self.freelb_steps < 1:
+            raise ConfigError(f"freelb_steps must be ≥ 1, got {self.freelb_steps}")
+
+
+class FreeLB(Method):
+    """Σ_{t<K} L(x + δ_t, y) / K with δ_0 = 0 and δ_{t+1} = Π(δ_t + α ∇δ L / ‖∇δ L‖₂)."""
+
+    name: ClassVar[str] = "freelb"
+    summary: ClassVar[str] = "K label-adversarial steps, gradients averaged over them (~K+1x)"
+    config_classes: ClassVar[tuple[type, ...]] = (FreeLBConfig,)
+
+    def __init__(self, configs: dict[type, Any]) -> None:
+        super().__init__(configs)
+        self.config: FreeLBConfig = configs.get(FreeLBConfig, FreeLBConfig())
+        self.hook: EmbeddingHook | None = None
+        self.regression = False
+        self.step = 0
+        self.last: dict[str, float] = {}
+
+    def setup(self, model: nn.Module, info: SetupInfo) -> None:
+        self.hook = EmbeddingHook(model)
+        self.regression = info.regression
+
+    def active(self) -> bool:
+        return self.step >= self.config.freelb_start_step and self.config.freelb_steps > 1
+
+    def task_loss_weight(self) -> float:
+        return 1.0 / self.config.freelb_steps if self.active() else 1.0
+
+    def _advance(self, delta: torch.Tensor, grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        step = normalize(grad * mask, "l2", "example")
+        delta = delta.detach() + self.config.freelb_step_size * step
+        if self.config.freelb_max_norm > 0:
+            delta = project_ball(delta, self.config.freelb_max_norm, "l2", "example")
+        return (delta * mask).requires_grad_(True)
+
+    def loss_terms(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        assert self.hook is not None
+        embedded = self.hook.clean_output()
+        if not self.active() or embedded is None:
+            self.hook.clear()
+            return {}
+        inputs, labels = model_inputs(batch), batch["labels"]
+        mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
+        mask = mask.unsqueeze(-1).to(embedded.dtype)
+        loss = task_loss(logits, labels, self.regression)
+        (grad,) = torch.autograd.grad(loss, embedded, retain_graph=True)
+        delta = torch.zeros_like(embedded)
+        losses = []
+        for t in range(1, self.config.freelb_steps):
+            delta = self._advance(delta, grad, mask)
+            with self.hook.perturbed(delta):
+                loss = task_loss(model(**inputs).logits, labels, self.regression)
+            losses.append(loss)
+            if t < self.config.freelb_steps - 1:
+                (grad,) = torch.autograd.grad(loss, delta, retain_graph=True)
+        self.hook.clear()
+        self.last = {"freelb_last_loss": float(losses[-1].detach())}
+        return {"loss_freelb": torch.stack(losses).sum() / self.config.freelb_steps}
+
+    def after_step(self, model: nn.Module) -> None:
+        self.step += 1
+
+    def log_values(self) -> dict[str, float]:
+        return dict(self.last)
