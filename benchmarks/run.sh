@@ -9,7 +9,7 @@ export OMP_NUM_THREADS=1
     --data_dir "$GLUE_DIR" --out benchmarks/results --name bench
 .venv/bin/smartft bench --models all-MiniLM-L6-v2 --seq_lengths 128 --variants plain,smart \
     --scaling --no_memory --data_dir "$GLUE_DIR" --out benchmarks/results --name scaling
-# every method of the toolkit against plain (step time only)
-.venv/bin/smartft bench --models all-MiniLM-L6-v2 --seq_lengths 128 --no_memory \
-    --variants plain,smart,alice,r3f,r4f,freelb,child_tuning,mixout,l2sp,lnsr,dps \
-    --data_dir "$GLUE_DIR" --out benchmarks/results --name methods
+# every method of the toolkit against plain (step time only; FreeLB from the first update)
+.venv/bin/smartft bench --models all-MiniLM-L6-v2 --seq_lengths 64 --no_memory \
+    --variants "plain,smart,alice,r3f,r4f,freelb:freelb_start_step=0,child_tuning,mixout,l2sp,lnsr,dps" \
+    --warmup 1 --steps 2 --repeats 5 --data_dir "$GLUE_DIR" --out benchmarks/results --name methods

@@ -261,7 +261,7 @@ def get_variant(name: str) -> Variant:
     from smartft.methods import METHODS
 
     if method not in METHODS:
-        known = ", ".join([*VARIANTS, *METHODS])
+        known = ", ".join(dict.fromkeys([*VARIANTS, *METHODS]))
         raise ConfigError(
             f"unknown bench variant '{name}' (known: {known}, or METHOD:key=value;...)"
         )
