@@ -35,7 +35,7 @@ class Alice(Method):
     """λ_v · R_virtual + λ_a · task-loss(f(x + δ_adv), y); two ascents, two adversarial passes."""
 
     name: ClassVar[str] = "alice"
-    summary: ClassVar[str] = "virtual + label adversarial terms; ALICE++: random layer (~5x)"
+    summary: ClassVar[str] = "virtual + label adversarial terms; ALICE++: random layer (~4.6x)"
     config_classes: ClassVar[tuple[type, ...]] = (SmartConfig, AliceConfig)
 
     def __init__(self, configs: dict[type, Any]) -> None:

@@ -42,7 +42,7 @@ class DPS(Method):
     (restored after the optimizer step, so neither Adam's momentum nor weight decay moves them)."""
 
     name: ClassVar[str] = "dps"
-    summary: ClassVar[str] = "staged updates of the most important subnetwork (~1.1x)"
+    summary: ClassVar[str] = "staged updates of the most important subnetwork (~1.35x)"
     config_classes: ClassVar[tuple[type, ...]] = (DPSConfig,)
 
     def __init__(self, configs: dict[type, Any]) -> None:

@@ -40,7 +40,9 @@ class FreeLB(Method):
     """Σ_{t<K} L(x + δ_t, y) / K with δ_0 = 0 and δ_{t+1} = Π(δ_t + α ∇δ L / ‖∇δ L‖₂)."""
 
     name: ClassVar[str] = "freelb"
-    summary: ClassVar[str] = "K label-adversarial steps, gradients averaged over them (~K+1x)"
+    summary: ClassVar[str] = (
+        "K label-adversarial steps, gradients averaged over them (~3.7x at K=3)"
+    )
     config_classes: ClassVar[tuple[type, ...]] = (FreeLBConfig,)
 
     def __init__(self, configs: dict[type, Any]) -> None:

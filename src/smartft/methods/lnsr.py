@@ -39,7 +39,7 @@ class LNSR(Method):
     """λ · mean over layers ≥ l of ‖h_j(x; noise) − h_j(x)‖² per real token."""
 
     name: ClassVar[str] = "lnsr"
-    summary: ClassVar[str] = "noise at a hidden layer, penalise the change above it (~1.7x)"
+    summary: ClassVar[str] = "noise at a hidden layer, penalise the change above it (~2x)"
     config_classes: ClassVar[tuple[type, ...]] = (LNSRConfig,)
 
     def __init__(self, configs: dict[type, Any]) -> None:

@@ -40,7 +40,7 @@ class R3F(Method):
     """λ · ℓ_s(f(x + z), f(x)), z random: one extra forward and backward, no ascent pass."""
 
     name: ClassVar[str] = "r3f"
-    summary: ClassVar[str] = "random-noise smoothness term, no ascent step (~1.3-2x)"
+    summary: ClassVar[str] = "random-noise smoothness term, no ascent step (~2x)"
     config_classes: ClassVar[tuple[type, ...]] = (R3FConfig,)
     spectral_head: ClassVar[bool] = False
 
@@ -103,5 +103,5 @@ class R4F(R3F):
     spectral-norm ball, which keeps the saved model an ordinary one)."""
 
     name: ClassVar[str] = "r4f"
-    summary: ClassVar[str] = "R3F + spectrally normalised classification head"
+    summary: ClassVar[str] = "R3F + spectrally normalised classification head (~2x)"
     spectral_head: ClassVar[bool] = True
