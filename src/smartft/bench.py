@@ -104,22 +104,22 @@ def make_batches(
 ) -> list[dict[str, torch.Tensor]]:
     """`count` batches padded to exactly `seq_len`: RTE training pairs when the data and a
     tokenizer are there (so the padding pattern is real), random token ids otherwise."""
-    rte = Path(data_dir or "", "RTE", "train.tsv")
-    if tokenizer is not None and data_dir and rte.is_file():
-        from smartft.data.readers import read_tsv
+    if tokenizer is not None and data_dir:
+        from smartft.data.dataset import load_examples
+        from smartft.data.tasks import get_task
 
-        rows = [r.fields for r in read_tsv(rte)[: batch_size * count]]
-        labels = [int(r["label"] == "not_entailment") for r in rows]
+        examples = load_examples(get_task("rte"), "train", Path(data_dir)).head(batch_size * count)
+        first, second = zip(*examples.texts, strict=True)
         encoded = tokenizer(
-            [r["sentence1"] for r in rows],
-            [r["sentence2"] for r in rows],
+            list(first),
+            list(second),
             padding="max_length",
             truncation=True,
             max_length=seq_len,
             return_tensors="pt",
         )
-        tensors = dict(encoded)
-        tensors["labels"] = torch.tensor(labels)
+        assert examples.labels is not None
+        tensors = {**encoded, "labels": torch.tensor(examples.labels, dtype=torch.long)}
         return [
             {k: v[i * batch_size : (i + 1) * batch_size] for k, v in tensors.items()}
             for i in range(count)

@@ -48,7 +48,7 @@ class Alice(Method):
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         hook = LayerInputHook(model) if self.config.alice_plus_plus else None
-        seed = info.seed * 7919 + info.process_index
+        seed = info.stream_seed(0, per_process=True)
         self.regularizer = SmartRegularizer(model, self.smart, info.regression, seed, hook)
         self.layers = random.Random(seed)
 

@@ -23,6 +23,15 @@ class SetupInfo:
     # before training (e.g. Child-Tuning D's Fisher information)
     train_batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None
 
+    def stream_seed(self, stream: int, per_process: bool) -> int:
+        """The seed of a method's own random stream (so its draws never shift dropout or data
+        order). `per_process`: distinct on every process (noise on each replica's batch);
+        otherwise the same everywhere (masks applied to gradients that are synchronised)."""
+        return self.seed * 7919 + 1000 * stream + (self.process_index if per_process else 0)
+
+    def generator(self, device: torch.device, stream: int, per_process: bool) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(self.stream_seed(stream, per_process))
+
 
 class Method:
     """Plain fine-tuning: no extra loss terms, nothing to do around the step.

@@ -86,8 +86,7 @@ class ChildTuning(Method):
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         self.params = pretrained_parameters(model)
-        device = next(model.parameters()).device
-        self.generator = torch.Generator(device=device).manual_seed(info.seed * 7919 + 1)
+        self.generator = info.generator(next(model.parameters()).device, 1, per_process=False)
         if self.config.child_mode == "D":
             if info.train_batches is None:
                 raise ConfigError("child_tuning D needs the training data to compute Fisher masks")

@@ -62,8 +62,7 @@ class LNSR(Method):
         self.layers[0].register_forward_pre_hook(self._add_noise, with_kwargs=True)
         for layer in self.layers:
             layer.register_forward_hook(self._capture)
-        device = next(model.parameters()).device
-        self.generator = torch.Generator(device=device).manual_seed(info.seed * 7919 + 3)
+        self.generator = info.generator(next(model.parameters()).device, 2, per_process=True)
 
     def _add_noise(self, module: nn.Module, args: Any, kwargs: Any) -> Any:
         if self.noise is None:

@@ -55,9 +55,7 @@ class R3F(Method):
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         self.kind = outer_divergence(info.regression)
         self.hook = EmbeddingHook(model)
-        device = next(model.parameters()).device
-        seed = info.seed * 7919 + info.process_index
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.generator = info.generator(next(model.parameters()).device, 0, per_process=True)
         if self.spectral_head:
             self.after_step(model)
 

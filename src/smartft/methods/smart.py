@@ -290,7 +290,7 @@ class Smart(Method):
         if self.bregman.bregman_mu > 0:  # copy the model before the regularizer hooks it
             self.teacher = make_teacher(model, self.bregman, info.total_steps)
         if self.smart.smart_lambda > 0:
-            seed = info.seed * 7919 + info.process_index  # distinct noise on every process
+            seed = info.stream_seed(0, per_process=True)
             self.regularizer = SmartRegularizer(model, self.smart, info.regression, seed)
 
     def loss_terms(
