@@ -15,7 +15,10 @@ from smartft.errors import ConfigError
 def test_variants_parse_and_unknown_ones_are_errors() -> None:
     variant = bench.get_variant("smart:smart_steps=2;bregman_mu=0")
     assert (variant.method, variant.options) == ("smart", {"smart_steps": "2", "bregman_mu": "0"})
-    assert bench.get_variant("smart-fast").options == {"smart_fraction": 0.25}
+    assert bench.get_variant("smart-fast").options == {
+        "smart_fraction": 0.25,
+        "bregman_fraction": 0.25,
+    }
     with pytest.raises(ConfigError, match="unknown bench variant"):
         bench.get_variant("nonsense")
 

@@ -280,7 +280,8 @@ def test_method_state_restores_the_teacher_and_noise(tmp_path: Path) -> None:
 
     def fresh() -> tuple[Smart, BertForSequenceClassification]:
         model = tiny()
-        method = Smart({SmartConfig: SmartConfig(), BregmanConfig: BregmanConfig()})
+        configs = {SmartConfig: SmartConfig(), BregmanConfig: BregmanConfig(bregman_fraction=0.5)}
+        method = Smart(configs)
         method.setup(model, SetupInfo(total_steps=10, regression=False, seed=1))
         return method, model
 
@@ -306,6 +307,8 @@ def test_method_state_restores_the_teacher_and_noise(tmp_path: Path) -> None:
         torch.randn(5, generator=restored.regularizer.generator(device)),
         torch.randn(5, generator=method.regularizer.generator(device)),
     )
+    assert restored.teacher_rows is not None and method.teacher_rows is not None
+    assert torch.equal(restored.teacher_rows.get_state(), method.teacher_rows.get_state())
 
 
 def smart_gradients(
@@ -393,3 +396,43 @@ def test_fast_mode_regularizes_a_random_subset_cut_to_its_length() -> None:
     assert all(d.shape[:2] == (4, 9) for d in seen)
     with pytest.raises(Exception, match="smart_fraction"):
         SmartConfig(smart_fraction=0.0)
+
+
+def test_fast_mode_bregman_runs_the_teacher_on_a_random_subset() -> None:
+    from smartft.methods import SetupInfo
+    from smartft.methods.smart import Smart
+
+    def teacher_inputs(fraction: float) -> list[torch.Tensor]:
+        model = tiny()
+        configs = {
+            SmartConfig: SmartConfig(smart_lambda=0.0),
+            BregmanConfig: BregmanConfig(bregman_fraction=fraction),
+        }
+        method = Smart(configs)
+        method.setup(model, SetupInfo(total_steps=10, regression=False, seed=1))
+        assert method.teacher is not None
+        seen: list[torch.Tensor] = []
+        method.teacher.model.register_forward_pre_hook(
+            lambda _, args, kwargs: seen.append(kwargs["input_ids"]), with_kwargs=True
+        )
+        inputs = batch()
+        with torch.no_grad():
+            model.classifier.weight[0].add_(0.5)  # student and teacher differ: D_Breg > 0
+        terms = method.loss_terms(model, inputs, model(**inputs).logits)
+        assert terms["loss_bregman"].item() > 0
+        return seen
+
+    inputs = batch()
+    (full,) = teacher_inputs(1.0)
+    assert torch.equal(full, inputs["input_ids"])
+    (part,) = teacher_inputs(0.5)
+    assert part.shape[0] == 2  # two of the four rows, cut to their longest real length
+    rows = [
+        i
+        for i in range(4)
+        if any(torch.equal(part[j], inputs["input_ids"][i, : part.shape[1]]) for j in range(2))
+    ]
+    assert len(rows) == 2
+    assert part.shape[1] == max(int(inputs["attention_mask"][i].sum()) for i in rows)
+    with pytest.raises(Exception, match="bregman_fraction"):
+        BregmanConfig(bregman_fraction=1.5)

@@ -59,8 +59,8 @@ VARIANTS: dict[str, Variant] = {
             "smart-fast",
             "smartft",
             "smart",
-            {"smart_fraction": 0.25},
-            "fast mode: R_s on a random quarter of each batch, Bregman on all of it",
+            {"smart_fraction": 0.25, "bregman_fraction": 0.25},
+            "fast mode: R_s and the Bregman term each on a random quarter of each batch",
         ),
         Variant("smart-pytorch", "smart-pytorch", note="PyPI smart-pytorch 0.0.4, R_s only"),
     )

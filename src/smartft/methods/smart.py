@@ -56,7 +56,7 @@ class SmartConfig:
         default=1.0,
         metadata=option(
             "fast mode: share of each batch's examples R_s is computed on, drawn at random every "
-            "step (1 = exact SMART; 0.25 = the `smart-fast` preset)"
+            "step (1 = exact SMART; the `smart-fast` preset: 0.25)"
         ),
     )
     smart_loss: str = field(
@@ -92,11 +92,48 @@ class BregmanConfig:
             ("momentum", "vanilla"),
         ),
     )
+    bregman_fraction: float = field(
+        default=1.0,
+        metadata=option(
+            "fast mode: share of each batch's examples the Bregman term (the teacher's forward) "
+            "is computed on, drawn at random every step (1 = exact; the `smart-fast` preset: 0.25)"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.bregman_fraction <= 1.0:
+            raise ConfigError(f"bregman_fraction must be in (0, 1], got {self.bregman_fraction}")
 
 
 def outer_divergence(regression: bool) -> str:
     """ℓ_s of the paper: symmetric KL for classification, squared error for regression."""
     return "mse" if regression else "sym_kl"
+
+
+def random_rows(
+    inputs: dict[str, torch.Tensor],
+    logits: torch.Tensor,
+    fraction: float,
+    generator: torch.Generator,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+    """Fast mode: a random `fraction` of the rows (inputs, their clean logits and their indices),
+    cut to their longest real length. At fraction 1 the batch itself and no random draw."""
+    batch, length = inputs["input_ids"].shape[:2]
+    count = max(1, round(batch * fraction))
+    if count >= batch:
+        return inputs, logits, None
+    rows = torch.randperm(batch, generator=generator, device=logits.device)[:count].sort()[0]
+    mask = inputs.get("attention_mask")
+    keep = length
+    if mask is not None:
+        keep = int(mask[rows].sum(-1).max())
+        if bool(mask[rows][:, keep:].any()):  # not right-padded: keep every position
+            keep = length
+    subset = {
+        k: v[rows][:, :keep] if v.dim() >= 2 and v.shape[1] == length else v[rows]
+        for k, v in inputs.items()
+    }
+    return subset, logits[rows], rows
 
 
 class SmartRegularizer:
@@ -152,28 +189,6 @@ class SmartRegularizer:
 
         return run
 
-    def _subset(
-        self, inputs: dict[str, torch.Tensor], logits: torch.Tensor
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
-        """Fast mode: a random `smart_fraction` of the rows, cut to their longest real length."""
-        batch, length = inputs["input_ids"].shape[:2]
-        count = max(1, round(batch * self.config.smart_fraction))
-        if count >= batch:
-            return inputs, logits, None
-        generator = self.generator(logits.device)
-        rows = torch.randperm(batch, generator=generator, device=logits.device)[:count].sort()[0]
-        mask = inputs.get("attention_mask")
-        keep = length
-        if mask is not None:
-            keep = int(mask[rows].sum(-1).max())
-            if bool(mask[rows][:, keep:].any()):  # not right-padded: keep every position
-                keep = length
-        subset = {
-            k: v[rows][:, :keep] if v.dim() >= 2 and v.shape[1] == length else v[rows]
-            for k, v in inputs.items()
-        }
-        return subset, logits[rows], rows
-
     def penalty(
         self,
         inputs: dict[str, torch.Tensor],
@@ -184,7 +199,8 @@ class SmartRegularizer:
         With `labels`, the label-adversarial term instead (ALICE): the ascent and the value use
         the task loss against the gold labels rather than the divergence from the clean output."""
         cfg = self.config
-        inputs, logits, rows = self._subset(inputs, logits)
+        generator = self.generator(logits.device)
+        inputs, logits, rows = random_rows(inputs, logits, cfg.smart_fraction, generator)
         if labels is not None and rows is not None:
             labels = labels[rows]
         input_ids = inputs["input_ids"]
@@ -282,6 +298,7 @@ class Smart(Method):
         self.bregman: BregmanConfig = configs.get(BregmanConfig, BregmanConfig())
         self.regularizer: SmartRegularizer | None = None
         self.teacher: MeanTeacher | None = None
+        self.teacher_rows: torch.Generator | None = None  # fast mode's row draws for the teacher
         self.kind = "sym_kl"
         self.last: dict[str, float] = {}
 
@@ -289,6 +306,8 @@ class Smart(Method):
         self.kind = outer_divergence(info.regression)
         if self.bregman.bregman_mu > 0:  # copy the model before the regularizer hooks it
             self.teacher = make_teacher(model, self.bregman, info.total_steps)
+            device = next(model.parameters()).device
+            self.teacher_rows = info.generator(device, 3, per_process=True)
         if self.smart.smart_lambda > 0:
             seed = info.stream_seed(0, per_process=True)
             self.regularizer = SmartRegularizer(model, self.smart, info.regression, seed)
@@ -306,7 +325,9 @@ class Smart(Method):
             if value is not None:
                 terms["loss_smart"] = self.smart.smart_lambda * value
         if self.teacher is not None:
-            value = self.teacher.bregman(inputs, logits, self.kind)
+            assert self.teacher_rows is not None
+            rows = random_rows(inputs, logits, self.bregman.bregman_fraction, self.teacher_rows)
+            value = self.teacher.bregman(rows[0], rows[1], self.kind)
             self.last["bregman_d"] = float(value.detach())
             self.last["bregman_beta"] = self.teacher.current_beta()
             terms["loss_bregman"] = self.bregman.bregman_mu * value
@@ -326,15 +347,22 @@ class Smart(Method):
         return list(self.teacher.model.state_dict().values()) if self.teacher else []
 
     def save(self, folder: Path) -> None:
+        state: dict[str, Any] = {}
         if self.teacher is not None:
             save_teacher(self.teacher, folder)
+            assert self.teacher_rows is not None
+            state["teacher_rows"] = self.teacher_rows.get_state()
         if self.regularizer is not None:
-            torch.save(self.regularizer.state_dict(), folder / REGULARIZER_FILE)
+            state.update(self.regularizer.state_dict())
+        torch.save(state, folder / REGULARIZER_FILE)
 
     def load(self, folder: Path) -> None:
         if self.teacher is not None and not load_teacher(self.teacher, folder):
             raise FileNotFoundError(f"{folder} holds no SMART teacher ({TEACHER_WEIGHTS})")
-        if self.regularizer is not None and (folder / REGULARIZER_FILE).is_file():
-            self.regularizer.load_state_dict(
-                torch.load(folder / REGULARIZER_FILE, weights_only=True)
-            )
+        if not (folder / REGULARIZER_FILE).is_file():
+            return
+        state = torch.load(folder / REGULARIZER_FILE, weights_only=True)
+        if self.teacher_rows is not None and "teacher_rows" in state:
+            self.teacher_rows.set_state(state["teacher_rows"])
+        if self.regularizer is not None:
+            self.regularizer.load_state_dict(state)
