@@ -43,7 +43,7 @@ def test_bench_on_the_tiny_model_writes_its_tables(tmp_path: Path) -> None:
         ["tiny"],
         [16],
         4,
-        ["plain", "trainer", "smart-rs", "smart", "smart-fast"],
+        ["plain", "trainer", "smart-rs", "smart", "smart-low-memory", "smart-fast"],
         scaling=False,
         warmup=1,
         steps=1,

@@ -62,10 +62,25 @@ VARIANTS: dict[str, Variant] = {
             {"smart_fraction": 0.25, "bregman_fraction": 0.25},
             "fast mode: R_s and the Bregman term each on a random quarter of each batch",
         ),
+        Variant(
+            "smart-low-memory",
+            "smartft",
+            "smart",
+            {"smart_low_memory": True},
+            "exact R_s + Bregman, adversarial branch back-propagated after the clean one",
+        ),
         Variant("smart-pytorch", "smart-pytorch", note="PyPI smart-pytorch 0.0.4, R_s only"),
     )
 }
-DEFAULT_VARIANTS = ("plain", "trainer", "smart-rs", "smart", "smart-fast", "smart-pytorch")
+DEFAULT_VARIANTS = (
+    "plain",
+    "trainer",
+    "smart-rs",
+    "smart",
+    "smart-low-memory",
+    "smart-fast",
+    "smart-pytorch",
+)
 
 
 # ----------------------------------------------------------------------------- model and data

@@ -94,8 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--variants",
         default=None,
-        help="comma-separated; plain, trainer, smart-rs, smart, smart-fast, smart-pytorch, or "
-        "METHOD[:key=value;...] (default: all named ones that are installed)",
+        help="comma-separated; plain, trainer, smart-rs, smart, smart-low-memory, smart-fast, "
+        "smart-pytorch, or METHOD[:key=value;...] (default: all named ones that are installed)",
     )
     bench.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")

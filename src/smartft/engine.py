@@ -361,6 +361,7 @@ def train_step(
         terms = method.loss_terms(unwrapped, batch, logits)
         loss = method.task_loss_weight() * loss_task + sum(terms.values())
         accelerator.backward(loss)
+        method.after_backward(accelerator.backward)
         grad_norm, finite = math.nan, True
         if accelerator.sync_gradients:
             method.before_update(unwrapped)
@@ -430,7 +431,12 @@ def train(run: RunConfig) -> dict[str, Any]:
         return ({k: v.to(device) for k, v in b.items()} for b in loader)
 
     info = SetupInfo(
-        total_steps, spec.is_regression, cfg.seed, accelerator.process_index, train_batches
+        total_steps,
+        spec.is_regression,
+        cfg.seed,
+        accelerator.process_index,
+        train_batches,
+        accelerator.num_processes,
     )
     method.setup(unwrapped, info)
 

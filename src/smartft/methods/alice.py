@@ -5,6 +5,7 @@ randomly chosen transformer layer each step instead of the word embeddings."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -13,7 +14,7 @@ from torch import nn
 
 from smartft.config import option
 from smartft.methods.base import Method, SetupInfo, model_inputs
-from smartft.methods.smart import SmartConfig, SmartRegularizer
+from smartft.methods.smart import SmartConfig, SmartRegularizer, check_low_memory
 from smartft.perturb import LayerInputHook
 
 
@@ -47,6 +48,7 @@ class Alice(Method):
         self.last: dict[str, float] = {}
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
+        check_low_memory(self.smart, info)
         hook = LayerInputHook(model) if self.config.alice_plus_plus else None
         seed = info.stream_seed(0, per_process=True)
         self.regularizer = SmartRegularizer(model, self.smart, info.regression, seed, hook)
@@ -63,17 +65,23 @@ class Alice(Method):
         terms: dict[str, torch.Tensor] = {}
         self.last = {}
         if self.smart.smart_lambda > 0:
-            virtual = reg.penalty(inputs, logits)
+            virtual = reg.penalty(inputs, logits, weight=self.smart.smart_lambda)
             if virtual is not None:
                 terms["loss_alice_virtual"] = self.smart.smart_lambda * virtual
                 self.last["alice_virtual"] = float(virtual.detach())
         if self.config.alice_adv_lambda > 0:
-            adversarial = reg.penalty(inputs, logits, labels=batch["labels"])
+            adversarial = reg.penalty(
+                inputs, logits, labels=batch["labels"], weight=self.config.alice_adv_lambda
+            )
             if adversarial is not None:
                 terms["loss_alice_adv"] = self.config.alice_adv_lambda * adversarial
                 self.last["alice_adv"] = float(adversarial.detach())
         reg.hook.clear()
         return terms
+
+    def after_backward(self, backward: Callable[[torch.Tensor], None]) -> None:
+        if self.regularizer is not None:
+            self.regularizer.finish(backward)
 
     def log_values(self) -> dict[str, float]:
         return dict(self.last)

@@ -22,6 +22,7 @@ class SetupInfo:
     # a fresh pass over the training batches (unshuffled), for methods that look at the data
     # before training (e.g. Child-Tuning D's Fisher information)
     train_batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None
+    num_processes: int = 1
 
     def stream_seed(self, stream: int, per_process: bool) -> int:
         """The seed of a method's own random stream (so its draws never shift dropout or data
@@ -61,6 +62,11 @@ class Method:
         """Weight of the clean task loss in this step's objective (FreeLB averages it with its
         perturbed losses)."""
         return 1.0
+
+    def after_backward(self, backward: Callable[[torch.Tensor], None]) -> None:
+        """Called after every micro-batch's backward with the loop's own backward function (it
+        applies gradient-accumulation and loss scaling): a method may back-propagate a second
+        graph here, once the first one is freed (SMART's low-memory mode)."""
 
     def before_update(self, model: nn.Module) -> None:
         """Called when an update's gradients are complete, before clipping and the optimizer

@@ -5,6 +5,7 @@ and an off half costs nothing and draws no random numbers)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -59,6 +60,13 @@ class SmartConfig:
             "step (1 = exact SMART; the `smart-fast` preset: 0.25)"
         ),
     )
+    smart_low_memory: bool = field(
+        default=False,
+        metadata=option(
+            "exact SMART with one graph alive at a time: the adversarial branch is "
+            "back-propagated after the clean one (one more forward); one process only"
+        ),
+    )
     smart_loss: str = field(
         default="auto",
         metadata=option(
@@ -108,6 +116,21 @@ class BregmanConfig:
 def outer_divergence(regression: bool) -> str:
     """ℓ_s of the paper: symmetric KL for classification, squared error for regression."""
     return "mse" if regression else "sym_kl"
+
+
+RngState = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def rng_state(device: torch.device) -> RngState:
+    """The generators dropout draws from on `device` (CPU, and CUDA when it runs there)."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def set_rng_state(state: RngState, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 def random_rows(
@@ -163,6 +186,9 @@ class SmartRegularizer:
         self._generator: torch.Generator | None = None
         self.skipped = 0
         self.last: dict[str, float] = {}
+        # low-memory mode: adversarial branches whose backward waits for the clean one's
+        self._pending: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, Any]] = []
+        self._rng_after: RngState | None = None
 
     @property
     def inner_loss(self) -> str:
@@ -194,10 +220,13 @@ class SmartRegularizer:
         inputs: dict[str, torch.Tensor],
         logits: torch.Tensor,
         labels: torch.Tensor | None = None,
+        weight: float = 1.0,
     ) -> torch.Tensor | None:
         """Unweighted R_s, or None when the ascent gradient was not finite (counted, skipped).
         With `labels`, the label-adversarial term instead (ALICE): the ascent and the value use
-        the task loss against the gold labels rather than the divergence from the clean output."""
+        the task loss against the gold labels rather than the divergence from the clean output.
+        `weight` is the factor the caller puts on the value (the low-memory mode applies it to
+        the adversarial backward it runs later, in `finish`)."""
         cfg = self.config
         generator = self.generator(logits.device)
         inputs, logits, rows = random_rows(inputs, logits, cfg.smart_fraction, generator)
@@ -212,7 +241,7 @@ class SmartRegularizer:
             torch.randn(shape, generator=self.generator(device), device=device)
             * cfg.smart_noise_std
         )
-        target, inner, outer = logits.detach(), self.inner_loss, outer_divergence(self.regression)
+        target, inner = logits.detach(), self.inner_loss
 
         def inner_loss(out: torch.Tensor) -> torch.Tensor:
             if labels is not None:
@@ -235,11 +264,11 @@ class SmartRegularizer:
             self.skipped += 1
             self.last = {"smart_skipped": 1.0}
             return None
-        perturbed = self._forward(inputs, rows, ascent=False)(delta)
-        if labels is not None:
-            value = task_loss(perturbed, labels, self.regression)
+        if cfg.smart_low_memory:
+            value = self._defer(inputs, rows, delta, logits, labels, weight)
         else:
-            value = divergence(outer, perturbed, logits)
+            perturbed = self._forward(inputs, rows, ascent=False)(delta)
+            value = self._value(perturbed, logits, labels)
         sizes = norm(delta, cfg.smart_norm, "token").squeeze(-1)
         token_mask = mask.squeeze(-1) > 0
         self.last = {
@@ -248,6 +277,56 @@ class SmartRegularizer:
             "smart_delta_norm": float(sizes[token_mask].mean()) if token_mask.any() else 0.0,
         }
         return value
+
+    def _value(
+        self, perturbed: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """ℓ_s(f(x + δ), f(x)), or the task loss of f(x + δ) against the gold labels."""
+        if labels is not None:
+            return task_loss(perturbed, labels, self.regression)
+        return divergence(outer_divergence(self.regression), perturbed, logits)
+
+    def _defer(
+        self,
+        inputs: dict[str, torch.Tensor],
+        rows: torch.Tensor | None,
+        delta: torch.Tensor,
+        logits: torch.Tensor,
+        labels: torch.Tensor | None,
+        weight: float,
+    ) -> torch.Tensor:
+        """Low-memory mode: f(x + δ) without a graph now, so the clean graph is the only one
+        alive; the value returned carries R_s's gradient with respect to the clean logits (all
+        the clean backward needs from it), and `finish` back-propagates the adversarial branch
+        later, replaying this pass's dropout masks. The sum is the exact SMART gradient."""
+        device = delta.device
+        before = rng_state(device)
+        with torch.no_grad():
+            perturbed = self._forward(inputs, rows, ascent=False)(delta)
+        self._rng_after = rng_state(device)
+        self._pending.append((inputs, delta, logits.detach(), (labels, weight, before)))
+        if labels is not None:  # the label term does not depend on the clean logits
+            return self._value(perturbed, logits, labels).detach()
+        clean = logits.detach().requires_grad_(True)
+        with torch.enable_grad():
+            value = self._value(perturbed, clean, None)
+            (grad,) = torch.autograd.grad(value, clean)
+        return value.detach() + ((logits - logits.detach()) * grad).sum()
+
+    def finish(self, backward: Callable[[torch.Tensor], None]) -> None:
+        """Low-memory mode: back-propagate the adversarial branches deferred by `penalty` (after
+        the clean backward freed its graph), with the dropout masks they were evaluated with,
+        then put the random generators where the straightforward order would leave them."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        self.hook.clear()
+        for inputs, delta, target, (labels, weight, before) in pending:
+            set_rng_state(before, delta.device)
+            perturbed = self._forward(inputs, None, ascent=False)(delta)
+            backward(weight * self._value(perturbed, target, labels))
+        assert self._rng_after is not None
+        set_rng_state(self._rng_after, pending[0][1].device)
 
     def __call__(self, inputs: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
         """λ_s · R_s (a zero tensor when the term is off or was skipped)."""
@@ -275,6 +354,16 @@ class SmartRegularizer:
 
     def close(self) -> None:
         self.hook.remove()
+
+
+def check_low_memory(config: SmartConfig, info: SetupInfo) -> None:
+    """The low-memory mode's second backward runs on the unwrapped model, outside the gradient
+    synchronisation of multi-process training."""
+    if config.smart_low_memory and info.num_processes > 1:
+        raise ConfigError(
+            f"smart_low_memory runs on one process (this run has {info.num_processes}); "
+            "drop the flag for multi-process training"
+        )
 
 
 def make_teacher(model: nn.Module, config: BregmanConfig, total_steps: int) -> MeanTeacher:
@@ -309,6 +398,7 @@ class Smart(Method):
             device = next(model.parameters()).device
             self.teacher_rows = info.generator(device, 3, per_process=True)
         if self.smart.smart_lambda > 0:
+            check_low_memory(self.smart, info)
             seed = info.stream_seed(0, per_process=True)
             self.regularizer = SmartRegularizer(model, self.smart, info.regression, seed)
 
@@ -319,7 +409,7 @@ class Smart(Method):
         terms: dict[str, torch.Tensor] = {}
         self.last = {}
         if self.regularizer is not None:
-            value = self.regularizer.penalty(inputs, logits)
+            value = self.regularizer.penalty(inputs, logits, weight=self.smart.smart_lambda)
             self.regularizer.hook.clear()
             self.last.update(self.regularizer.last)
             if value is not None:
@@ -332,6 +422,10 @@ class Smart(Method):
             self.last["bregman_beta"] = self.teacher.current_beta()
             terms["loss_bregman"] = self.bregman.bregman_mu * value
         return terms
+
+    def after_backward(self, backward: Callable[[torch.Tensor], None]) -> None:
+        if self.regularizer is not None:
+            self.regularizer.finish(backward)
 
     def after_step(self, model: nn.Module) -> None:
         if self.teacher is not None:
