@@ -438,13 +438,14 @@ def test_fast_mode_bregman_runs_the_teacher_on_a_random_subset() -> None:
         BregmanConfig(bregman_fraction=1.5)
 
 
-@pytest.mark.parametrize(("num_labels", "method_name"), [(2, "smart"), (1, "smart"), (3, "alice")])
+@pytest.mark.parametrize(("num_labels", "fraction"), [(2, 1.0), (1, 1.0), (3, 0.5)])
 def test_low_memory_mode_gives_the_exact_gradient_and_random_state(
-    num_labels: int, method_name: str
+    num_labels: int, fraction: float
 ) -> None:
     """The adversarial branch back-propagated after the clean one (dropout replayed) gives the
     straightforward order's loss, gradient and generator state, with dropout on."""
-    from smartft.methods import SetupInfo, get_method
+    from smartft.methods import SetupInfo
+    from smartft.methods.smart import Smart
 
     def step(low_memory: bool) -> tuple[list[float], list[torch.Tensor], torch.Tensor]:
         model = tiny(num_labels)
@@ -453,18 +454,17 @@ def test_low_memory_mode_gives_the_exact_gradient_and_random_state(
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.1
         model.train()
-        method = get_method(method_name)(
-            {SmartConfig: SmartConfig(smart_low_memory=low_memory, smart_eps=1e-2)}
-        )
+        config = SmartConfig(smart_low_memory=low_memory, smart_eps=1e-2, smart_fraction=fraction)
+        method = Smart({SmartConfig: config})
         regression = num_labels == 1
         method.setup(model, SetupInfo(total_steps=10, regression=regression, seed=1))
         inputs = batch()
         labels = torch.rand(4) if regression else torch.tensor([0, 1, 1, 0]) % num_labels
         torch.manual_seed(5)
+        method.before_forward(model, {**inputs, "labels": labels}, lambda loss: loss.backward())
         logits = model(**inputs).logits
         terms = method.loss_terms(model, {**inputs, "labels": labels}, logits)
         sum(terms.values()).backward()  # type: ignore[union-attr]
-        method.after_backward(lambda loss: loss.backward())
         grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
         return [float(t.detach()) for t in terms.values()], grads, torch.get_rng_state()
 
@@ -477,13 +477,16 @@ def test_low_memory_mode_gives_the_exact_gradient_and_random_state(
     assert torch.equal(state, state_low)
 
 
-def test_low_memory_mode_is_refused_on_several_processes() -> None:
-    from smartft.methods import SetupInfo
+def test_low_memory_mode_is_refused_on_several_processes_and_by_alice() -> None:
+    from smartft.methods import SetupInfo, get_method
     from smartft.methods.smart import Smart
 
     method = Smart({SmartConfig: SmartConfig(smart_low_memory=True)})
     with pytest.raises(Exception, match="one process"):
         method.setup(tiny(), SetupInfo(10, False, 1, num_processes=2))
+    alice = get_method("alice")({SmartConfig: SmartConfig(smart_low_memory=True)})
+    with pytest.raises(Exception, match="ALICE"):
+        alice.setup(tiny(), SetupInfo(10, False, 1))
 
 
 def test_low_memory_run_trains_like_the_exact_one(

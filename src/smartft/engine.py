@@ -356,12 +356,12 @@ def train_step(
     window closes, clipping and the update (skipped if the loss or gradient norm is not finite).
     Shared by `train` and `smartft bench`, so the benchmark times exactly this code."""
     with accelerator.accumulate(model):
+        method.before_forward(unwrapped, batch, accelerator.backward)
         logits = model(**model_inputs(batch)).logits
         loss_task = task_loss(logits, batch["labels"], regression)
         terms = method.loss_terms(unwrapped, batch, logits)
         loss = method.task_loss_weight() * loss_task + sum(terms.values())
         accelerator.backward(loss)
-        method.after_backward(accelerator.backward)
         grad_norm, finite = math.nan, True
         if accelerator.sync_gradients:
             method.before_update(unwrapped)

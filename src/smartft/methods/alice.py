@@ -5,7 +5,6 @@ randomly chosen transformer layer each step instead of the word embeddings."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -13,8 +12,9 @@ import torch
 from torch import nn
 
 from smartft.config import option
+from smartft.errors import ConfigError
 from smartft.methods.base import Method, SetupInfo, model_inputs
-from smartft.methods.smart import SmartConfig, SmartRegularizer, check_low_memory
+from smartft.methods.smart import SmartConfig, SmartRegularizer
 from smartft.perturb import LayerInputHook
 
 
@@ -48,7 +48,8 @@ class Alice(Method):
         self.last: dict[str, float] = {}
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
-        check_low_memory(self.smart, info)
+        if self.smart.smart_low_memory:
+            raise ConfigError("smart_low_memory is SMART's alone; ALICE does not support it")
         hook = LayerInputHook(model) if self.config.alice_plus_plus else None
         seed = info.stream_seed(0, per_process=True)
         self.regularizer = SmartRegularizer(model, self.smart, info.regression, seed, hook)
@@ -65,23 +66,17 @@ class Alice(Method):
         terms: dict[str, torch.Tensor] = {}
         self.last = {}
         if self.smart.smart_lambda > 0:
-            virtual = reg.penalty(inputs, logits, weight=self.smart.smart_lambda)
+            virtual = reg.penalty(inputs, logits)
             if virtual is not None:
                 terms["loss_alice_virtual"] = self.smart.smart_lambda * virtual
                 self.last["alice_virtual"] = float(virtual.detach())
         if self.config.alice_adv_lambda > 0:
-            adversarial = reg.penalty(
-                inputs, logits, labels=batch["labels"], weight=self.config.alice_adv_lambda
-            )
+            adversarial = reg.penalty(inputs, logits, labels=batch["labels"])
             if adversarial is not None:
                 terms["loss_alice_adv"] = self.config.alice_adv_lambda * adversarial
                 self.last["alice_adv"] = float(adversarial.detach())
         reg.hook.clear()
         return terms
-
-    def after_backward(self, backward: Callable[[torch.Tensor], None]) -> None:
-        if self.regularizer is not None:
-            self.regularizer.finish(backward)
 
     def log_values(self) -> dict[str, float]:
         return dict(self.last)

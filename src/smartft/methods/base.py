@@ -63,10 +63,16 @@ class Method:
         perturbed losses)."""
         return 1.0
 
-    def after_backward(self, backward: Callable[[torch.Tensor], None]) -> None:
-        """Called after every micro-batch's backward with the loop's own backward function (it
-        applies gradient-accumulation and loss scaling): a method may back-propagate a second
-        graph here, once the first one is freed (SMART's low-memory mode)."""
+    def before_forward(
+        self,
+        model: nn.Module,
+        batch: dict[str, torch.Tensor],
+        backward: Callable[[torch.Tensor], None],
+    ) -> None:
+        """Called before every micro-batch's clean forward with the loop's own backward function
+        (it applies gradient-accumulation and loss scaling): a method may run and
+        back-propagate a graph of its own here, before the clean graph exists (SMART's
+        low-memory mode)."""
 
     def before_update(self, model: nn.Module) -> None:
         """Called when an update's gradients are complete, before clipping and the optimizer

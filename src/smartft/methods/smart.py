@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -119,6 +119,18 @@ def outer_divergence(regression: bool) -> str:
 
 
 RngState = tuple[torch.Tensor, torch.Tensor | None]
+Prepared = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]
+
+
+class Estimate(NamedTuple):
+    """What the ascent found for one batch: the (fast-mode) rows and their perturbation."""
+
+    inputs: dict[str, torch.Tensor]
+    logits: torch.Tensor
+    rows: torch.Tensor | None
+    labels: torch.Tensor | None
+    delta: torch.Tensor
+    mask: torch.Tensor
 
 
 def rng_state(device: torch.device) -> RngState:
@@ -186,9 +198,9 @@ class SmartRegularizer:
         self._generator: torch.Generator | None = None
         self.skipped = 0
         self.last: dict[str, float] = {}
-        # low-memory mode: adversarial branches whose backward waits for the clean one's
-        self._pending: list[tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, Any]] = []
-        self._rng_after: RngState | None = None
+        # low-memory mode: (rows, ∂R_s/∂clean logits, R_s) or None if skipped, and the
+        # generators' state after the adversarial branch; set by `prepare`, used by `penalty`
+        self._prepared: tuple[Prepared | None, RngState] | None = None
 
     @property
     def inner_loss(self) -> str:
@@ -220,13 +232,26 @@ class SmartRegularizer:
         inputs: dict[str, torch.Tensor],
         logits: torch.Tensor,
         labels: torch.Tensor | None = None,
-        weight: float = 1.0,
     ) -> torch.Tensor | None:
         """Unweighted R_s, or None when the ascent gradient was not finite (counted, skipped).
         With `labels`, the label-adversarial term instead (ALICE): the ascent and the value use
         the task loss against the gold labels rather than the divergence from the clean output.
-        `weight` is the factor the caller puts on the value (the low-memory mode applies it to
-        the adversarial backward it runs later, in `finish`)."""
+        After `prepare` (low-memory mode) it returns the prepared value instead."""
+        if self._prepared is not None:
+            return self._prepared_value(logits)
+        found = self._estimate(inputs, logits, labels)
+        if found is None:
+            return None
+        inputs, logits, rows, labels, delta, mask = found
+        perturbed = self._forward(inputs, rows, ascent=False)(delta)
+        value = self._value(perturbed, logits, labels)
+        self._record(value, delta, mask)
+        return value
+
+    def _estimate(
+        self, inputs: dict[str, torch.Tensor], logits: torch.Tensor, labels: torch.Tensor | None
+    ) -> Estimate | None:
+        """The rows regularized (fast mode) and the ascent's δ for them, or None if skipped."""
         cfg = self.config
         generator = self.generator(logits.device)
         inputs, logits, rows = random_rows(inputs, logits, cfg.smart_fraction, generator)
@@ -235,12 +260,8 @@ class SmartRegularizer:
         input_ids = inputs["input_ids"]
         mask = inputs.get("attention_mask", torch.ones_like(input_ids))
         mask = mask.unsqueeze(-1).float()
-        device = input_ids.device
         shape = (*input_ids.shape, self.hook.dim)
-        start = (
-            torch.randn(shape, generator=self.generator(device), device=device)
-            * cfg.smart_noise_std
-        )
+        start = torch.randn(shape, generator=generator, device=generator.device)
         target, inner = logits.detach(), self.inner_loss
 
         def inner_loss(out: torch.Tensor) -> torch.Tensor:
@@ -250,7 +271,7 @@ class SmartRegularizer:
 
         delta = ascend(
             self._forward(inputs, rows, ascent=True),
-            start,
+            start * cfg.smart_noise_std,
             mask,
             inner_loss,
             steps=cfg.smart_steps,
@@ -264,19 +285,7 @@ class SmartRegularizer:
             self.skipped += 1
             self.last = {"smart_skipped": 1.0}
             return None
-        if cfg.smart_low_memory:
-            value = self._defer(inputs, rows, delta, logits, labels, weight)
-        else:
-            perturbed = self._forward(inputs, rows, ascent=False)(delta)
-            value = self._value(perturbed, logits, labels)
-        sizes = norm(delta, cfg.smart_norm, "token").squeeze(-1)
-        token_mask = mask.squeeze(-1) > 0
-        self.last = {
-            "smart_rs": float(value.detach()),
-            "smart_skipped": 0.0,
-            "smart_delta_norm": float(sizes[token_mask].mean()) if token_mask.any() else 0.0,
-        }
-        return value
+        return Estimate(inputs, logits, rows, labels, delta, mask)
 
     def _value(
         self, perturbed: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor | None
@@ -286,47 +295,59 @@ class SmartRegularizer:
             return task_loss(perturbed, labels, self.regression)
         return divergence(outer_divergence(self.regression), perturbed, logits)
 
-    def _defer(
+    def _record(self, value: torch.Tensor, delta: torch.Tensor, mask: torch.Tensor) -> None:
+        sizes = norm(delta, self.config.smart_norm, "token").squeeze(-1)
+        token_mask = mask.squeeze(-1) > 0
+        self.last = {
+            "smart_rs": float(value.detach()),
+            "smart_skipped": 0.0,
+            "smart_delta_norm": float(sizes[token_mask].mean()) if token_mask.any() else 0.0,
+        }
+
+    def prepare(
         self,
         inputs: dict[str, torch.Tensor],
-        rows: torch.Tensor | None,
-        delta: torch.Tensor,
-        logits: torch.Tensor,
-        labels: torch.Tensor | None,
+        backward: Callable[[torch.Tensor], None],
         weight: float,
-    ) -> torch.Tensor:
-        """Low-memory mode: f(x + δ) without a graph now, so the clean graph is the only one
-        alive; the value returned carries R_s's gradient with respect to the clean logits (all
-        the clean backward needs from it), and `finish` back-propagates the adversarial branch
-        later, replaying this pass's dropout masks. The sum is the exact SMART gradient."""
-        device = delta.device
+    ) -> None:
+        """Low-memory mode, before the clean forward: a clean pass without a graph gives the
+        target, then the ascent and the adversarial branch run and `weight`·R_s is
+        back-propagated (through the loop's `backward`), so no two graphs are ever alive at
+        once. R_s's gradient with respect to the clean logits is kept for the clean backward
+        (`penalty` then returns a value that carries it), and the generators are rewound so
+        the loop's clean forward draws the same dropout masks as the pass here. The sum is the
+        exact SMART gradient, for one more forward (a clean one without a graph)."""
+        self.hook.clear()
+        device = inputs["input_ids"].device
         before = rng_state(device)
         with torch.no_grad():
+            clean = self.model(**inputs).logits
+        found = self._estimate(inputs, clean, None)
+        result: Prepared | None = None
+        if found is not None:
+            inputs, clean, rows, _, delta, mask = found
             perturbed = self._forward(inputs, rows, ascent=False)(delta)
-        self._rng_after = rng_state(device)
-        self._pending.append((inputs, delta, logits.detach(), (labels, weight, before)))
-        if labels is not None:  # the label term does not depend on the clean logits
-            return self._value(perturbed, logits, labels).detach()
-        clean = logits.detach().requires_grad_(True)
-        with torch.enable_grad():
-            value = self._value(perturbed, clean, None)
-            (grad,) = torch.autograd.grad(value, clean)
-        return value.detach() + ((logits - logits.detach()) * grad).sum()
+            leaf = clean.detach().requires_grad_(True)
+            value = self._value(perturbed, leaf, None)
+            (grad,) = torch.autograd.grad(value, leaf, retain_graph=True)
+            backward(weight * value)
+            self._record(value, delta, mask)
+            result = (rows, grad, value.detach())
+        self._prepared = (result, rng_state(device))
+        set_rng_state(before, device)
 
-    def finish(self, backward: Callable[[torch.Tensor], None]) -> None:
-        """Low-memory mode: back-propagate the adversarial branches deferred by `penalty` (after
-        the clean backward freed its graph), with the dropout masks they were evaluated with,
-        then put the random generators where the straightforward order would leave them."""
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        self.hook.clear()
-        for inputs, delta, target, (labels, weight, before) in pending:
-            set_rng_state(before, delta.device)
-            perturbed = self._forward(inputs, None, ascent=False)(delta)
-            backward(weight * self._value(perturbed, target, labels))
-        assert self._rng_after is not None
-        set_rng_state(self._rng_after, pending[0][1].device)
+    def _prepared_value(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """R_s's value with its gradient with respect to these (replayed) clean logits; puts
+        the generators where the straightforward order would leave them."""
+        assert self._prepared is not None
+        result, after = self._prepared
+        self._prepared = None
+        set_rng_state(after, logits.device)
+        if result is None:
+            return None
+        rows, grad, value = result
+        part = logits if rows is None else logits[rows]
+        return value + ((part - part.detach()) * grad).sum()
 
     def __call__(self, inputs: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
         """λ_s · R_s (a zero tensor when the term is off or was skipped)."""
@@ -357,7 +378,7 @@ class SmartRegularizer:
 
 
 def check_low_memory(config: SmartConfig, info: SetupInfo) -> None:
-    """The low-memory mode's second backward runs on the unwrapped model, outside the gradient
+    """The low-memory mode's extra backward runs on the unwrapped model, outside the gradient
     synchronisation of multi-process training."""
     if config.smart_low_memory and info.num_processes > 1:
         raise ConfigError(
@@ -409,7 +430,7 @@ class Smart(Method):
         terms: dict[str, torch.Tensor] = {}
         self.last = {}
         if self.regularizer is not None:
-            value = self.regularizer.penalty(inputs, logits, weight=self.smart.smart_lambda)
+            value = self.regularizer.penalty(inputs, logits)
             self.regularizer.hook.clear()
             self.last.update(self.regularizer.last)
             if value is not None:
@@ -423,9 +444,14 @@ class Smart(Method):
             terms["loss_bregman"] = self.bregman.bregman_mu * value
         return terms
 
-    def after_backward(self, backward: Callable[[torch.Tensor], None]) -> None:
-        if self.regularizer is not None:
-            self.regularizer.finish(backward)
+    def before_forward(
+        self,
+        model: nn.Module,
+        batch: dict[str, torch.Tensor],
+        backward: Callable[[torch.Tensor], None],
+    ) -> None:
+        if self.regularizer is not None and self.smart.smart_low_memory:
+            self.regularizer.prepare(model_inputs(batch), backward, self.smart.smart_lambda)
 
     def after_step(self, model: nn.Module) -> None:
         if self.teacher is not None:
