@@ -67,7 +67,7 @@ VARIANTS: dict[str, Variant] = {
             "smartft",
             "smart",
             {"smart_low_memory": True},
-            "exact R_s + Bregman, adversarial branch back-propagated after the clean one",
+            "exact R_s + Bregman, one graph alive at a time (--smart_low_memory)",
         ),
         Variant("smart-pytorch", "smart-pytorch", note="PyPI smart-pytorch 0.0.4, R_s only"),
     )

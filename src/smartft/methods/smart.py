@@ -64,7 +64,8 @@ class SmartConfig:
         default=False,
         metadata=option(
             "exact SMART with one graph alive at a time: the adversarial branch is "
-            "back-propagated after the clean one (one more forward); one process only"
+            "back-propagated before the clean graph is built (one more, graph-free forward); "
+            "one process only"
         ),
     )
     smart_loss: str = field(
