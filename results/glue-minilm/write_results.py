@@ -1,0 +1,86 @@
+"""Writes results/glue-minilm.md: the study's settings and commands, `smartft report`'s tables
+(and PNGs in results/glue-minilm/), every finished run with its wall time, and how far the sweep
+has got. Run from the repository root after (or during) the sweep:
+
+    .venv/bin/python results/glue-minilm/write_results.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+import yaml
+
+from smartft.report import collect, report
+from smartft.sweep import build, expand, from_file, is_done
+
+ROOT = Path("results/glue-minilm")
+SWEEP = ROOT / "sweep.yaml"
+OUT = Path("results/glue-minilm.md")
+
+
+def main() -> None:
+    sweep = build(from_file(str(SWEEP)))
+    runs = expand(sweep)
+    finished = [r for r in runs if is_done(sweep.runs_dir / r.name)]
+    tables, images = report(sweep.runs_dir, ROOT)
+    base = yaml.safe_load(SWEEP.read_text(encoding="utf-8"))["base"]
+    lines = [
+        "# The GLUE study: plain fine-tuning vs SMART on all-MiniLM-L6-v2",
+        "",
+        f"**Status: {len(finished)} of {len(runs)} runs finished.** The sweep resumes where it "
+        "stopped; this file is rewritten from the finished runs by "
+        "`.venv/bin/python results/glue-minilm/write_results.py`.",
+        "",
+        "Settings, identical for every method: "
+        + ", ".join(f"`{k}: {v}`" for k, v in base.items() if k != "save_model")
+        + ". SMART: the paper's defaults (λ_s = 1, ε = 1e-5, η = 1e-3, σ = 1e-5, K = 1, "
+        "∞-norm per token, μ = 1, β = 0.99 then 0.999), `ball` projection; `smart-unit` is the "
+        "reference code's unit renormalisation; `smart-fast` computes R_s and the Bregman term "
+        "each on a random quarter of every batch. Metric: the task's dev-set main metric (RTE, "
+        "MRPC: accuracy; STS-B: Pearson; CoLA: Matthews correlation), the best of the "
+        "end-of-epoch evaluations (`load_best_model_at_end`, the usual GLUE practice, the same "
+        "for every method).",
+        "",
+        f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, torch {torch.__version__}, "
+        f"Python {platform.python_version()}. Runs went one at a time on two threads or two at a "
+        "time on one thread each (`OMP_NUM_THREADS=1`); wall times below are per run and depend "
+        "on which.",
+        "",
+        "Commands (from the repository root; the code is frozen at the commit named in "
+        "`results/glue-minilm/sweep.yaml`, through a worktree):",
+        "",
+        "```bash",
+        "PYTHONPATH=../study-src/src .venv/bin/python -m smartft.cli sweep "
+        "--config results/glue-minilm/sweep.yaml",
+        ".venv/bin/smartft report results/glue-minilm/runs --out results/glue-minilm",
+        "```",
+        "",
+        "## Results per task and method",
+        "",
+        tables,
+        "",
+        "Plots: " + ", ".join(f"`{p}`" for p in images if p.suffix == ".png"),
+        "",
+        "## Every finished run",
+        "",
+        "| run | dev metric | wall time (train) | median step |",
+        "|---|---|---|---|",
+    ]
+    for record in collect(sweep.runs_dir):
+        results = json.loads((record.folder / "all_results.json").read_text(encoding="utf-8"))
+        name = record.folder.relative_to(sweep.runs_dir)
+        lines.append(
+            f"| {name} | {record.metric} {record.value:.4f} | {record.runtime_s / 60:.1f} min | "
+            f"{results.get('step_time_median_s', float('nan')):.3f} s |"
+        )
+    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
