@@ -124,6 +124,13 @@ def test_report_statistics_on_hand_made_results(tmp_path: Path) -> None:
     assert verdict(cells["smart"]) == "better"
     table = markdown(list(cells.values()))
     assert "| smart | 5 | 0.6200 |" in table and "better" in table
+    two = tmp_path / "two"
+    for seed in (1, 2):
+        fake_run(two, "rte", "plain", seed, plain[seed - 1])
+        fake_run(two, "rte", "smart", seed, smart[seed - 1])
+    cells = {c.variant: c for c in summarize(collect(two))}
+    assert cells["smart"].paired_seeds == 2
+    assert verdict(cells["smart"]) == "too few seeds"
 
 
 def test_report_handles_a_single_seed_and_nan(tmp_path: Path) -> None:

@@ -156,10 +156,16 @@ def _fmt(value: float | None, digits: int = 4, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+MIN_PAIRED_SEEDS = 3
+
+
 def verdict(cell: Cell) -> str:
-    """Better / worse when the bootstrap interval excludes 0, else a tie within the noise."""
+    """Better / worse when the bootstrap interval excludes 0, else a tie within the noise; no
+    verdict below 3 paired seeds (two differences of one sign already exclude 0)."""
     if cell.ci_low is None or cell.ci_high is None:
         return ""
+    if cell.paired_seeds < MIN_PAIRED_SEEDS:
+        return "too few seeds"
     if cell.ci_low > 0:
         return "better"
     if cell.ci_high < 0:
