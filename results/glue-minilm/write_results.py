@@ -28,6 +28,9 @@ def main() -> None:
     runs = expand(sweep)
     finished = [r for r in runs if is_done(sweep.runs_dir / r.name)]
     tables, images = report(sweep.runs_dir, ROOT)
+    versus_smart, _ = report(
+        sweep.runs_dir / "rte", ROOT / "rte-vs-smart", baseline="smart", plots=False
+    )
     base = yaml.safe_load(SWEEP.read_text(encoding="utf-8"))["base"]
     lines = [
         "# The GLUE study: plain fine-tuning vs SMART on all-MiniLM-L6-v2",
@@ -46,10 +49,10 @@ def main() -> None:
         "end-of-epoch evaluations (`load_best_model_at_end`, the usual GLUE practice, the same "
         "for every method).",
         "",
-        f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, torch {torch.__version__}, "
-        f"Python {platform.python_version()}. Runs went one at a time on two threads or two at a "
-        "time on one thread each (`OMP_NUM_THREADS=1`); wall times below are per run and depend "
-        "on which.",
+        f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, "
+        f"torch {torch.__version__}, Python {platform.python_version()}. Runs went one at a time "
+        "on two threads or two at a time on one thread each (`OMP_NUM_THREADS=1`); wall times "
+        "below are per run and depend on which.",
         "",
         "Commands (from the repository root; the code is frozen at the commit named in "
         "`results/glue-minilm/sweep.yaml`, through a worktree):",
@@ -65,6 +68,13 @@ def main() -> None:
         tables,
         "",
         "Plots: " + ", ".join(f"`{p}`" for p in images if p.suffix == ".png"),
+        "",
+        "## RTE against exact SMART (the fast mode's accuracy check)",
+        "",
+        "The same RTE runs, each variant compared with exact SMART (`smart`), paired by seed "
+        "(`smartft report results/glue-minilm/runs/rte --baseline smart`):",
+        "",
+        versus_smart,
         "",
         "## Every finished run",
         "",
