@@ -427,11 +427,8 @@ def test_fast_mode_bregman_runs_the_teacher_on_a_random_subset() -> None:
     assert torch.equal(full, inputs["input_ids"])
     (part,) = teacher_inputs(0.5)
     assert part.shape[0] == 2  # two of the four rows, cut to their longest real length
-    rows = [
-        i
-        for i in range(4)
-        if any(torch.equal(part[j], inputs["input_ids"][i, : part.shape[1]]) for j in range(2))
-    ]
+    ids = inputs["input_ids"][:, : part.shape[1]]
+    rows = [i for i in range(4) if any(torch.equal(row, ids[i]) for row in part)]
     assert len(rows) == 2
     assert part.shape[1] == max(int(inputs["attention_mask"][i].sum()) for i in rows)
     with pytest.raises(Exception, match="bregman_fraction"):
