@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from smartft.errors import ConfigError
-from smartft.report import collect, markdown, summarize, verdict
+from smartft.report import collect, collect_many, markdown, report, summarize, verdict
 from smartft.sweep import build, expand, run_all
 
 from .test_engine import cli
@@ -131,6 +131,25 @@ def test_report_statistics_on_hand_made_results(tmp_path: Path) -> None:
     cells = {c.variant: c for c in summarize(collect(two))}
     assert cells["smart"].paired_seeds == 2
     assert verdict(cells["smart"]) == "too few seeds"
+
+
+def test_report_joins_several_runs_folders(tmp_path: Path) -> None:
+    """New methods' runs reported against an earlier study's plain runs, paired by seed."""
+    study, methods = tmp_path / "study", tmp_path / "methods"
+    for seed, value in ((1, 0.60), (2, 0.50), (3, 0.70)):
+        fake_run(study, "rte", "plain", seed, value)
+        fake_run(study, "rte", "smart-unit", seed, 0.0)  # in the study, not asked for
+        fake_run(methods, "rte", "r3f", seed, value + 0.01 * seed)
+    text, files = report([methods, study / "rte" / "plain"], tmp_path / "out", plots=False)
+    cells = {c.variant: c for c in summarize(collect_many([methods, study / "rte" / "plain"]))}
+    assert set(cells) == {"plain", "r3f"}
+    assert cells["r3f"].paired_seeds == 3
+    assert cells["r3f"].diff_mean_paired == pytest.approx(0.02)
+    assert "| r3f | 3 |" in text and files[0] == tmp_path / "out" / "report.md"
+    with pytest.raises(ConfigError, match="same run"):
+        collect_many([study, study / "rte" / "plain"])
+    with pytest.raises(ConfigError, match="not a folder"):
+        report([methods, tmp_path / "missing"])
 
 
 def test_report_handles_a_single_seed_and_nan(tmp_path: Path) -> None:

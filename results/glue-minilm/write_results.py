@@ -7,7 +7,6 @@ has got. Run from the repository root after (or during) the sweep:
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from smartft.report import collect, report
+from smartft.report import collect, report, runs_table
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/glue-minilm")
@@ -78,16 +77,8 @@ def main() -> None:
         "",
         "## Every finished run",
         "",
-        "| run | dev metric | wall time (train) | median step |",
-        "|---|---|---|---|",
+        runs_table(collect(sweep.runs_dir), sweep.runs_dir),
     ]
-    for record in collect(sweep.runs_dir):
-        results = json.loads((record.folder / "all_results.json").read_text(encoding="utf-8"))
-        name = record.folder.relative_to(sweep.runs_dir)
-        lines.append(
-            f"| {name} | {record.metric} {record.value:.4f} | {record.runtime_s / 60:.1f} min | "
-            f"{results.get('step_time_median_s', float('nan')):.3f} s |"
-        )
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {OUT}")
 

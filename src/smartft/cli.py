@@ -71,10 +71,16 @@ def _parser() -> argparse.ArgumentParser:
         help="an extra grid axis over a train option (repeatable)",
     )
     sweep.add_argument("--dry_run", action="store_true", help="list the runs still to do")
-    rep = commands.add_parser("report", help="tables and plots over seeds from a runs folder")
-    rep.add_argument("runs_dir", help="folder holding finished runs (e.g. a sweep's runs_dir)")
+    rep = commands.add_parser("report", help="tables and plots over seeds from runs folders")
     rep.add_argument(
-        "--out", default=None, help="where report.md/json and PNGs go (default: runs_dir)"
+        "runs_dirs",
+        nargs="+",
+        metavar="RUNS_DIR",
+        help="folders holding finished runs (a sweep's runs_dir, or part of one: runs found in "
+        "all of them are reported together)",
+    )
+    rep.add_argument(
+        "--out", default=None, help="where report.md/json and PNGs go (default: the first RUNS_DIR)"
     )
     rep.add_argument("--baseline", default="plain", help="variant the others are compared with")
     rep.add_argument("--no_plots", action="store_true", help="skip the PNG plots")
@@ -189,7 +195,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         from smartft.report import report
 
         text, files = report(
-            Path(args.runs_dir),
+            [Path(d) for d in args.runs_dirs],
             Path(args.out) if args.out else None,
             args.baseline,
             plots=not args.no_plots,

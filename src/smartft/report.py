@@ -1,5 +1,6 @@
-"""`smartft report RUNS_DIR`: per task and method, the main metric over seeds, the difference to
-plain fine-tuning with a paired significance indication, plots, and a JSON summary.
+"""`smartft report RUNS_DIR [RUNS_DIR ...]`: per task and method, the main metric over seeds,
+the difference to plain fine-tuning with a paired significance indication, plots, and a JSON
+summary.
 
 Statistics are over seeds, never a best seed alone: median, mean, sample std, min, max, n. Against
 the baseline (plain) the seeds are paired: the mean paired difference, a 95 % bootstrap interval
@@ -13,6 +14,7 @@ import json
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import numpy as np
 import yaml
 from scipy import stats
 
+from smartft.errors import ConfigError
 from smartft.metrics import json_safe
 from smartft.sweep import SWEEP_FILE
 
@@ -282,16 +285,42 @@ def plot(records: list[Record], cells: list[Cell], out: Path) -> list[Path]:
     return written
 
 
-def report(
-    runs_dir: Path, out: Path | None = None, baseline: str = "plain", plots: bool = True
-) -> tuple[str, list[Path]]:
-    """Write report.md, report.json and the PNGs to `out` (default: runs_dir)."""
-    from smartft.errors import ConfigError
+def collect_many(runs_dirs: Sequence[Path]) -> list[Record]:
+    """The finished runs below several folders, e.g. new methods' runs plus an earlier study's
+    plain and SMART runs as their baseline; a run (task, setting, variant, seed) found twice is
+    an error rather than a silent pick."""
+    records: list[Record] = []
+    seen: dict[tuple[str, str, str, int], Path] = {}
+    for runs_dir in runs_dirs:
+        if not runs_dir.is_dir():
+            raise ConfigError(f"report: {runs_dir} is not a folder")
+        for record in collect(runs_dir):
+            key = (record.task, record.setting, record.variant, record.seed)
+            if key in seen:
+                raise ConfigError(
+                    f"report: {record.folder} and {seen[key]} are the same run "
+                    f"({'/'.join(str(k) for k in key if k != '')}); pass only one of them"
+                )
+            seen[key] = record.folder
+            records.append(record)
+    return records
 
-    records = collect(runs_dir)
+
+def report(
+    runs_dirs: Path | Sequence[Path],
+    out: Path | None = None,
+    baseline: str = "plain",
+    plots: bool = True,
+) -> tuple[str, list[Path]]:
+    """Write report.md, report.json and the PNGs to `out` (default: the first runs folder)."""
+    folders = [runs_dirs] if isinstance(runs_dirs, Path) else list(runs_dirs)
+    records = collect_many(folders)
     if not records:
-        raise ConfigError(f"report: no finished runs (all_results.json) under {runs_dir}")
-    out = out or runs_dir
+        raise ConfigError(
+            "report: no finished runs (all_results.json) under "
+            + ", ".join(str(f) for f in folders)
+        )
+    out = out or folders[0]
     out.mkdir(parents=True, exist_ok=True)
     cells = summarize(records, baseline)
     text = markdown(cells, baseline)
@@ -302,3 +331,17 @@ def report(
     )
     images = plot(records, cells, out) if plots else []
     return text, [out / "report.md", out / "report.json", *images]
+
+
+def runs_table(records: list[Record], root: Path) -> str:
+    """A markdown row per run: its folder (relative to `root`), dev metric, wall time and median
+    step time, so that a results file shows what every figure cost."""
+    lines = ["| run | dev metric | wall time (train) | median step |", "|---|---|---|---|"]
+    for record in sorted(records, key=lambda r: r.folder.parts):
+        results = json.loads((record.folder / "all_results.json").read_text(encoding="utf-8"))
+        name = record.folder.resolve().relative_to(root.resolve())
+        lines.append(
+            f"| {name} | {record.metric} {record.value:.4f} | {record.runtime_s / 60:.1f} min | "
+            f"{results.get('step_time_median_s', math.nan):.3f} s |"
+        )
+    return "\n".join(lines)
