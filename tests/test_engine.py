@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForSequenceClassification
 
+import smartft
 from smartft.cli import main
 
 from .conftest import command, train_args
@@ -76,6 +77,39 @@ def test_same_seed_same_metrics(
             [{k: v for k, v in e.items() if k != "step_time_s"} for e in events(tmp_path / name)]
         )
     assert runs[0] == runs[1]
+
+
+def test_python_api_matches_the_command_line(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`smartft.train(config=..., **flags)` is `smartft train --config ... --flags`."""
+    preset = tmp_path / "r3f.yaml"
+    preset.write_text("method: r3f\nr3f_eps: 0.01\nseed: 3\n")
+    code, _, err = cli(
+        train_args(tiny_model, glue_dir, tmp_path / "cli", "--config", str(preset), "--seed", "4"),
+        capsys,
+    )
+    assert code == 0, err
+    results = smartft.train(
+        config=str(preset),
+        model_name_or_path=tiny_model,
+        task_name="rte",
+        data_dir=glue_dir,
+        output_dir=tmp_path / "api",
+        max_seq_length=32,
+        per_device_train_batch_size=8,
+        num_train_epochs=2,
+        learning_rate=1e-3,
+        logging_steps=2,
+        disable_tqdm=True,
+        seed=4,
+    )
+    assert results["method"] == "r3f" and results["seed"] == 4
+    timeless = [
+        [{k: v for k, v in e.items() if k != "step_time_s"} for e in events(tmp_path / name)]
+        for name in ("cli", "api")
+    ]
+    assert timeless[0] == timeless[1] and any("r3f" in key for key in timeless[1][0])
 
 
 def test_regression_task(

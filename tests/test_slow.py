@@ -1,4 +1,5 @@
-"""End to end on the real MiniLM checkpoint and real RTE (skipped when either is absent)."""
+"""End to end on the real MiniLM checkpoint and real RTE (skipped when either is absent): every
+method from the command line and from the Python API."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+
+import smartft
+from smartft.methods import METHODS
 
 from .conftest import GLUE, command
 from .test_engine import cli
@@ -21,7 +25,11 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("method", ["plain", "smart"])
+# Method flags that make a 4-update run exercise the method (FreeLB waits 20 updates by default).
+EXERCISE = {"freelb": ["--freelb_start_step", "0"]}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_minilm_on_a_slice_of_real_rte(
     method: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -49,6 +57,7 @@ def test_minilm_on_a_slice_of_real_rte(
         "--disable_tqdm",
         "--learning_rate",
         "5e-5",
+        *EXERCISE.get(method, []),
     ]
     code, stdout, err = cli(args, capsys)
     assert code == 0, err
@@ -70,3 +79,28 @@ def test_minilm_on_a_slice_of_real_rte(
     code, stdout, _ = cli(evaluate, capsys)
     assert code == 0
     assert json.loads(stdout)["accuracy"] == pytest.approx(results["eval_accuracy"])
+
+
+def test_every_method_through_the_python_api(tmp_path: Path) -> None:
+    """`smartft.train` runs each method like the command line and returns all_results."""
+    for method in sorted(METHODS):
+        out = tmp_path / method
+        results = smartft.train(
+            task_name="rte",
+            data_dir=str(GLUE),
+            output_dir=str(out),
+            method=method,
+            max_train_samples=16,
+            max_eval_samples=16,
+            per_device_train_batch_size=8,
+            num_train_epochs=1,
+            max_seq_length=64,
+            disable_tqdm=True,
+            save_model=False,
+            **({"freelb_start_step": 0} if method == "freelb" else {}),
+        )
+        assert results["train_steps"] == 2 and results["method"] == method
+        saved = json.loads((out / "all_results.json").read_text())
+        assert {k: results[k] for k in saved} == saved
+    with pytest.raises(smartft.ConfigError, match=r"smartft\.train: unknown option 'lr'"):
+        smartft.train(task_name="rte", data_dir=str(GLUE), lr=1e-5)

@@ -1,9 +1,16 @@
 """smartft: robust fine-tuning of pre-trained language models.
 
-The public API for one's own training loop:
+A whole run, any method, as `smartft train` would do it:
+
+    import smartft
+    results = smartft.train(task_name="rte", data_dir="glue", method="r3f", output_dir="out")
+
+The parts for one's own training loop:
 
     from smartft import SmartRegularizer, SmartConfig, MeanTeacher
 """
+
+from typing import Any
 
 from smartft.errors import ConfigError, DataError, SmartftError
 from smartft.losses import symmetric_kl
@@ -11,6 +18,17 @@ from smartft.methods.smart import BregmanConfig, SmartConfig, SmartRegularizer, 
 from smartft.teacher import MeanTeacher
 
 __version__ = "0.1.0"
+
+
+def train(config: str | None = None, **options: Any) -> dict[str, Any]:
+    """Train and evaluate like `smartft train`: `options` are its flags' names with Python values,
+    `config` an optional YAML file they override; returns what all_results.json holds."""
+    from smartft import engine
+    from smartft.config import load_yaml, resolve
+
+    yaml_values = load_yaml(config) if config else None
+    return engine.train(resolve(options, yaml_values, config or "config", "smartft.train"))
+
 
 __all__ = [
     "BregmanConfig",
@@ -22,4 +40,5 @@ __all__ = [
     "SmartftError",
     "make_teacher",
     "symmetric_kl",
+    "train",
 ]

@@ -327,7 +327,10 @@ def load_yaml(path: str) -> dict[str, Any]:
 
 
 def resolve(
-    cli: dict[str, Any], yaml_values: dict[str, Any] | None = None, yaml_name: str = "config"
+    cli: dict[str, Any],
+    yaml_values: dict[str, Any] | None = None,
+    yaml_name: str = "config",
+    cli_name: str = "command line",
 ) -> RunConfig:
     """Merge defaults < YAML < CLI into a RunConfig and check that every key is known and used."""
     from smartft.methods import get_method
@@ -338,7 +341,7 @@ def resolve(
     for key, value in (yaml_values or {}).items():
         values[str(key)] = (value, yaml_name)
     for key, value in cli.items():
-        values[key] = (value, "command line")
+        values[key] = (value, cli_name)
     for key, (_, source) in values.items():
         if key not in owners:
             close = difflib.get_close_matches(key, owners, n=1)
