@@ -7,19 +7,60 @@ has got. Run from the repository root after (or during) the sweep:
 
 from __future__ import annotations
 
+import math
 import os
 import platform
+from collections import Counter
 from pathlib import Path
 
 import torch
 import yaml
 
-from smartft.report import collect, report, runs_table
+from smartft.data.dataset import read_split
+from smartft.data.tasks import get_task
+from smartft.report import collect, report, runs_table, summarize, verdict
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/glue-minilm")
 SWEEP = ROOT / "sweep.yaml"
 OUT = Path("results/glue-minilm.md")
+
+
+def majority_accuracy(task: str, data_dir: Path) -> float:
+    """Dev accuracy of always answering the dev set's most frequent label: the floor that a
+    classifier has to clear before its accuracy means anything."""
+    spec = get_task(task)
+    _, rows = read_split(spec, "validation", data_dir)
+    counts = Counter(str(row.fields[spec.label_column or ""]) for row in rows)
+    return max(counts.values()) / sum(counts.values())
+
+
+def smart_vs_plain(runs_dir: Path) -> list[str]:
+    """One line per task and setting: SMART's median against plain's, the gap in units of the
+    larger seed std, the paired interval and the report's verdict."""
+    cells = {(c.task, c.setting, c.variant): c for c in summarize(collect(runs_dir))}
+    lines = []
+    for (task, setting, variant), smart in sorted(cells.items()):
+        plain = cells.get((task, setting, "plain"))
+        if variant != "smart" or plain is None:
+            continue
+        stds = [c.std for c in (plain, smart) if not math.isnan(c.std)]
+        spread = max(stds, default=0.0)
+        gap = f"{(smart.median - plain.median) / spread:+.1f}" if spread > 0 else "–"
+        interval = (
+            f"[{smart.ci_low:+.4f}, {smart.ci_high:+.4f}]"
+            if smart.ci_low is not None and smart.ci_high is not None
+            else "–"
+        )
+        lines.append(
+            f"- **{task}{f' ({setting})' if setting else ''}**, {smart.metric}: SMART median "
+            f"{smart.median:.4f} (std {smart.std:.4f}) vs plain {plain.median:.4f} "
+            f"(std {plain.std:.4f}), Δ median {smart.median - plain.median:+.4f} = "
+            f"{gap} × the larger std; paired mean Δ {smart.diff_mean_paired or 0:+.4f} "
+            f"{interval} over {smart.paired_seeds} seeds: "
+            f"**{verdict(smart) or 'too few seeds'}**"
+        )
+    return lines
 
 
 def main() -> None:
@@ -61,6 +102,21 @@ def main() -> None:
         "--config results/glue-minilm/sweep.yaml",
         ".venv/bin/smartft report results/glue-minilm/runs --out results/glue-minilm",
         "```",
+        "",
+        "Trivial baselines, to read the tables against: always answering the majority label "
+        "scores "
+        + ", ".join(
+            f"{t.upper()} {majority_accuracy(t, Path(base['data_dir'])):.4f}"
+            for t in ("rte", "mrpc")
+        )
+        + " dev accuracy; a constant predictor has CoLA MCC 0 and STS-B Pearson undefined (0).",
+        "",
+        "## SMART against plain, per task",
+        "",
+        "Verdict: `better`/`worse` when the 95 % bootstrap interval of the paired differences "
+        "excludes 0, `tie` otherwise, `too few seeds` below 3 pairs.",
+        "",
+        *smart_vs_plain(sweep.runs_dir),
         "",
         "## Results per task and method",
         "",
