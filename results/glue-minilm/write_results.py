@@ -30,8 +30,10 @@ def majority_accuracy(task: str, data_dir: Path) -> float:
     """Dev accuracy of always answering the dev set's most frequent label: the floor that a
     classifier has to clear before its accuracy means anything."""
     spec = get_task(task)
+    if spec.label_column is None:
+        raise ValueError(f"{task} has no labels to count")
     _, rows = read_split(spec, "validation", data_dir)
-    counts = Counter(str(row.fields[spec.label_column or ""]) for row in rows)
+    counts = Counter(str(row.fields[spec.label_column]) for row in rows)
     return max(counts.values()) / sum(counts.values())
 
 
@@ -47,17 +49,14 @@ def smart_vs_plain(runs_dir: Path) -> list[str]:
         stds = [c.std for c in (plain, smart) if not math.isnan(c.std)]
         spread = max(stds, default=0.0)
         gap = f"{(smart.median - plain.median) / spread:+.1f}" if spread > 0 else "–"
-        interval = (
-            f"[{smart.ci_low:+.4f}, {smart.ci_high:+.4f}]"
-            if smart.ci_low is not None and smart.ci_high is not None
-            else "–"
-        )
+        paired = "–" if smart.diff_mean_paired is None else f"{smart.diff_mean_paired:+.4f}"
+        if smart.ci_low is not None and smart.ci_high is not None:
+            paired += f" [{smart.ci_low:+.4f}, {smart.ci_high:+.4f}]"
         lines.append(
             f"- **{task}{f' ({setting})' if setting else ''}**, {smart.metric}: SMART median "
             f"{smart.median:.4f} (std {smart.std:.4f}) vs plain {plain.median:.4f} "
             f"(std {plain.std:.4f}), Δ median {smart.median - plain.median:+.4f} = "
-            f"{gap} × the larger std; paired mean Δ {smart.diff_mean_paired or 0:+.4f} "
-            f"{interval} over {smart.paired_seeds} seeds: "
+            f"{gap} × the larger std; paired mean Δ {paired} over {smart.paired_seeds} seeds: "
             f"**{verdict(smart) or 'too few seeds'}**"
         )
     return lines

@@ -55,7 +55,8 @@ def main() -> None:
         "Plain fine-tuning and SMART (`ball` projection) are the GLUE study's runs "
         "(`results/glue-minilm/runs/{rte,mrpc}/{plain,smart}`, same settings and seeds, code of "
         "the commit named in `results/glue-minilm/sweep.yaml`); the training losses of plain "
-        "and SMART at that commit and at this one agree to the last digit on the same steps.",
+        "and SMART at that commit and at this one agree to the last digit on the same steps "
+        "(`bash results/methods-minilm/same_baseline.sh`).",
         "",
         f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, "
         f"torch {torch.__version__}, Python {platform.python_version()}; runs went two at a time "
