@@ -55,7 +55,8 @@ def main() -> None:
         "Plain fine-tuning and SMART (`ball` projection) are the GLUE study's runs "
         "(`results/glue-minilm/runs/{rte,mrpc}/{plain,smart}`, same settings and seeds, code of "
         "the commit named in `results/glue-minilm/sweep.yaml`); the training losses of plain "
-        "and SMART at that commit and at this one agree to the last digit on the same steps "
+        "and SMART at that commit and at the methods' (named in "
+        "`results/methods-minilm/sweep.yaml`) agree to the last digit on the same steps "
         "(`bash results/methods-minilm/same_baseline.sh`).",
         "",
         f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, "
@@ -66,7 +67,8 @@ def main() -> None:
         "Commands (from the repository root):",
         "",
         "```bash",
-        ".venv/bin/smartft sweep --config results/methods-minilm/sweep.yaml",
+        "PYTHONPATH=../methods-src/src .venv/bin/python -m smartft.cli sweep "
+        "--config results/methods-minilm/sweep.yaml",
         ".venv/bin/smartft report results/methods-minilm/runs "
         + " ".join(str(f) for f in baselines)
         + " --out results/methods-minilm",
