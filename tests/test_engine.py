@@ -228,8 +228,10 @@ def test_accumulation_and_step_plus_epoch_evaluation(
         "--save_model",
         "false",
     )
-    assert cli(args, capsys)[0] == 0
+    code, printed, _ = cli(args, capsys)
+    assert code == 0
     assert not (out / "model.safetensors").exists() and not (out / "tokenizer.json").exists()
+    assert "no model saved" in printed and "model saved to" not in printed
     results = json.loads((out / "all_results.json").read_text())
     # 40 examples / batch 8 = 5 batches an epoch: 2 full updates of 2 batches + 1 partial
     assert results["train_steps"] == 6

@@ -207,15 +207,17 @@ def run(argv: Sequence[str] | None = None) -> int:
     from smartft import engine
 
     if args.command == "train":
-        results = engine.train(_run_config(args, ()))
+        run = _run_config(args, ())
+        results = engine.train(run)
         if int(os.environ.get("RANK", "0")) != 0:  # one process reports
             return 0
         metric = results.get(f"eval_{results['main_metric']}")
         print(json.dumps(json_safe(results), indent=2))
         if metric is not None:
+            where = "model saved to" if run.train.save_model else "records in, no model saved:"
             print(
                 f"\n{results['task']} dev {results['main_metric']}: {metric:.4f}  "
-                f"(model saved to {results['output_dir']})"
+                f"({where} {results['output_dir']})"
             )
         return 0
     cfg = _run_config(args, ("split", "output_file")).train
