@@ -11,7 +11,15 @@ import pytest
 import yaml
 
 from smartft.errors import ConfigError
-from smartft.report import collect, collect_many, markdown, report, summarize, verdict
+from smartft.report import (
+    bootstrap_ci,
+    collect,
+    collect_many,
+    markdown,
+    report,
+    summarize,
+    verdict,
+)
 from smartft.sweep import build, expand, run_all
 
 from .test_engine import cli
@@ -150,6 +158,15 @@ def test_report_joins_several_runs_folders(tmp_path: Path) -> None:
         collect_many([study, study / "rte" / "plain"])
     with pytest.raises(ConfigError, match="not a folder"):
         report([methods, tmp_path / "missing"])
+
+
+def test_three_seed_interval_excludes_zero_only_when_every_pair_agrees() -> None:
+    # What the results files tell readers: at n = 3 the percentile interval's ends are the
+    # smallest and largest difference, so it excludes 0 exactly when all signs agree.
+    assert bootstrap_ci([0.01, 0.03, 0.02]) == pytest.approx((0.01, 0.03))
+    assert bootstrap_ci([-0.05, -0.01, -0.03]) == pytest.approx((-0.05, -0.01))
+    low, high = bootstrap_ci([-0.001, 0.04, 0.05])
+    assert low < 0 < high
 
 
 def test_report_handles_a_single_seed_and_nan(tmp_path: Path) -> None:

@@ -113,7 +113,10 @@ def main() -> None:
         "## SMART against plain, per task",
         "",
         "Verdict: `better`/`worse` when the 95 % bootstrap interval of the paired differences "
-        "excludes 0, `tie` otherwise, `too few seeds` below 3 pairs.",
+        "excludes 0, `tie` otherwise, `too few seeds` below 3 pairs. Read it as weak evidence: "
+        "with 3 seeds the interval excludes 0 exactly when all three paired differences have "
+        "the same sign (the bootstrap's lower end is then the smallest difference), and the "
+        "Wilcoxon signed-rank test cannot go below p = 0.25 at n = 3.",
         "",
         *smart_vs_plain(sweep.runs_dir),
         "",
