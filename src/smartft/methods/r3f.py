@@ -1,5 +1,5 @@
 """R3F / R4F (Aghajanyan et al., ICLR 2021): a smoothness term from *random* noise on the word
-embeddings, with no ascent step; R4F also keeps the classification head's spectral norm ≤ 1."""
+embeddings, with no ascent step; R4F also holds the output layer's spectral norm at 1."""
 
 from __future__ import annotations
 
@@ -83,22 +83,25 @@ class R3F(Method):
 
     @torch.no_grad()
     def after_step(self, model: nn.Module) -> None:
-        """R4F: rescale each head matrix whose largest singular value exceeds 1."""
+        """R4F: divide the head's output layer by its largest singular value. Always, not only
+        above 1: spectral normalisation fixes the norm at 1, and a fresh head (std 0.02) sits far
+        below 1, where a ≤ 1 bound would never act and R4F would be R3F."""
         if not self.spectral_head:
             return
-        for layer in head_modules(model):
-            sigma = float(torch.linalg.matrix_norm(layer.weight.float(), ord=2))
-            if sigma > 1.0:
-                layer.weight.div_(sigma)
+        weight = head_modules(model)[-1].weight
+        sigma = float(torch.linalg.matrix_norm(weight.float(), ord=2))
+        if sigma > 0:
+            weight.div_(sigma)
 
     def log_values(self) -> dict[str, float]:
         return dict(self.last)
 
 
 class R4F(R3F):
-    """R3F plus spectral normalisation of the classification head: after every update each head
-    matrix is divided by its largest singular value when that exceeds 1 (a projection onto the
-    spectral-norm ball, which keeps the saved model an ordinary one)."""
+    """R3F plus spectral normalisation of the classification head's output layer (the one that
+    makes the logits, as in the paper's code): before training and after every update its weight
+    is divided by its largest singular value. The paper reparametrises the layer instead; projecting
+    after the update keeps the saved model an ordinary one."""
 
     name: ClassVar[str] = "r4f"
     summary: ClassVar[str] = "R3F + spectrally normalised classification head (~2x)"
