@@ -157,15 +157,32 @@ def test_l2sp_penalty_matches_by_hand() -> None:
 
 
 def test_lnsr_penalty_is_zero_without_noise_and_grows_with_it() -> None:
+    # With dropout on, as in real fine-tuning: the noised forward must replay the clean forward's
+    # masks, or the penalty measures two dropout draws instead of the noise.
     values = []
     for sigma in (0.0, 1e-3, 1e-1):
-        model = tiny().train()  # dropout is 0 in the tiny model: the clean pass is repeatable
+        model = tiny().train()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.3
         method = LNSR({LNSRConfig: LNSRConfig(lnsr_layer=1, lnsr_sigma=sigma)})
         method.setup(model, info())
         inputs = {**batch(), "labels": LABELS}
-        term = method.loss_terms(model, inputs, model(**batch()).logits)["loss_lnsr"]
+        method.before_forward(model, inputs, lambda loss: loss.backward())
+        logits = model(**batch()).logits
+        after_clean = torch.get_rng_state()
+        term = method.loss_terms(model, inputs, logits)["loss_lnsr"]
         values.append(term.item())
+        assert torch.equal(torch.get_rng_state(), after_clean)  # the run's stream is untouched
     assert values[0] == 0.0 and 0 < values[1] < values[2]
+
+
+def test_lnsr_needs_the_clean_forwards_random_state() -> None:
+    model = tiny().train()
+    method = LNSR({LNSRConfig: LNSRConfig(lnsr_layer=1)})
+    method.setup(model, info())
+    with pytest.raises(RuntimeError, match="before_forward"):
+        method.loss_terms(model, {**batch(), "labels": LABELS}, model(**batch()).logits)
 
 
 METHOD_FLAGS = {

@@ -101,6 +101,22 @@ class Method:
         """Restore what `save` wrote."""
 
 
+RngState = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def rng_state(device: torch.device) -> RngState:
+    """The generators dropout draws from on `device` (CPU, and CUDA when it runs there): saved
+    before a forward and restored before a second one, the second draws the same dropout masks."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def set_rng_state(state: RngState, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The batch without labels: what the model's forward takes."""
     return {k: v for k, v in batch.items() if k != "labels"}

@@ -16,7 +16,14 @@ from torch import nn
 from smartft.config import option
 from smartft.errors import ConfigError
 from smartft.losses import divergence, task_loss
-from smartft.methods.base import Method, SetupInfo, model_inputs
+from smartft.methods.base import (
+    Method,
+    RngState,
+    SetupInfo,
+    model_inputs,
+    rng_state,
+    set_rng_state,
+)
 from smartft.perturb import EmbeddingHook, LayerInputHook, ascend, frozen, norm
 from smartft.teacher import TEACHER_WEIGHTS, MeanTeacher, load_teacher, save_teacher
 
@@ -119,7 +126,6 @@ def outer_divergence(regression: bool) -> str:
     return "mse" if regression else "sym_kl"
 
 
-RngState = tuple[torch.Tensor, torch.Tensor | None]
 Prepared = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]
 
 
@@ -132,18 +138,6 @@ class Estimate(NamedTuple):
     labels: torch.Tensor | None
     delta: torch.Tensor
     mask: torch.Tensor
-
-
-def rng_state(device: torch.device) -> RngState:
-    """The generators dropout draws from on `device` (CPU, and CUDA when it runs there)."""
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def set_rng_state(state: RngState, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
 
 
 def random_rows(
