@@ -207,18 +207,20 @@ def run(argv: Sequence[str] | None = None) -> int:
     from smartft import engine
 
     if args.command == "train":
-        run = _run_config(args, ())
-        results = engine.train(run)
+        resolved = _run_config(args, ())
+        results = engine.train(resolved)
         if int(os.environ.get("RANK", "0")) != 0:  # one process reports
             return 0
         metric = results.get(f"eval_{results['main_metric']}")
         print(json.dumps(json_safe(results), indent=2))
         if metric is not None:
-            where = "model saved to" if run.train.save_model else "records in, no model saved:"
-            print(
-                f"\n{results['task']} dev {results['main_metric']}: {metric:.4f}  "
-                f"({where} {results['output_dir']})"
+            folder = results["output_dir"]
+            where = (
+                f"model saved to {folder}"
+                if resolved.train.save_model
+                else f"no model saved; records in {folder}"
             )
+            print(f"\n{results['task']} dev {results['main_metric']}: {metric:.4f}  ({where})")
         return 0
     cfg = _run_config(args, ("split", "output_file")).train
     if args.command == "eval":
