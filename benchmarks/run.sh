@@ -13,3 +13,7 @@ export OMP_NUM_THREADS=1
 .venv/bin/smartft bench --models all-MiniLM-L6-v2 --seq_lengths 64 --no_memory \
     --variants "plain,smart,alice,r3f,r4f,freelb:freelb_start_step=0,child_tuning,mixout,l2sp,lnsr,dps" \
     --warmup 1 --steps 2 --repeats 5 --data_dir "$GLUE_DIR" --out benchmarks/results --name methods
+# R4F and LNSR again after their fixes (spectral normalisation; dropout replay), against plain and R3F
+.venv/bin/smartft bench --models all-MiniLM-L6-v2 --seq_lengths 64 --no_memory \
+    --variants "plain,r3f,r4f,lnsr" --warmup 1 --steps 2 --repeats 5 \
+    --data_dir "$GLUE_DIR" --out benchmarks/results --name methods-r4f-lnsr
