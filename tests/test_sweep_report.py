@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,19 +80,52 @@ def test_resume_skips_finished_and_restarts_interrupted(
     (tmp_path / "rte/plain/seed2/half-written.bin").write_text("x")
     calls: list[str] = []
 
-    def fake_call(cmd: list[str], **kwargs: object) -> int:
+    def fake_call(cmd: list[str], log: object) -> int:
         folder = Path(cmd[cmd.index("--output_dir") + 1])
         calls.append(folder.name)
         assert not (folder / "half-written.bin").exists()  # leftovers were cleared
         (folder / "all_results.json").write_text("{}")
         return 0
 
-    monkeypatch.setattr("smartft.sweep.subprocess.call", fake_call)
+    monkeypatch.setattr("smartft.sweep.run_child", fake_call)
     assert run_all(sweep, runs) == 0
     assert calls == ["seed2", "seed3"]
     assert yaml.safe_load((tmp_path / "rte/plain/seed3/sweep.yaml").read_text())["seed"] == 3
     calls.clear()
     assert run_all(sweep, runs) == 0 and calls == []
+
+
+def test_stopping_the_sweep_stops_its_training_child(tmp_path: Path) -> None:
+    """SIGTERM reaches only the sweep process; its `smartft train` child must not train on."""
+    pid_file = tmp_path / "child.pid"
+    fake_python = tmp_path / "fake-python"  # stands in for `python -m smartft.cli train ...`
+    fake_python.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    fake_python.chmod(0o755)
+    script = tmp_path / "sweep.py"
+    script.write_text(
+        "import sys\n"
+        "from smartft.sweep import build, expand, run_all\n"
+        f"sys.executable = {str(fake_python)!r}\n"
+        f"sweep = build({{}}, runs_dir={str(tmp_path / 'runs')!r}, tasks='rte', methods='plain')\n"
+        "run_all(sweep, expand(sweep))\n"
+    )
+    sweep = subprocess.Popen([sys.executable, str(script)])
+    child = 0
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text().strip()):
+            assert sweep.poll() is None and time.monotonic() < deadline, "child never started"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        sweep.terminate()
+        assert sweep.wait(timeout=30) == 128 + signal.SIGTERM
+        with pytest.raises(ProcessLookupError):
+            os.kill(child, 0)
+        child = 0
+    finally:
+        sweep.kill()
+        if child:
+            os.kill(child, signal.SIGKILL)
 
 
 def fake_run(root: Path, task: str, variant: str, seed: int, value: float) -> None:

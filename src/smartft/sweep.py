@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -179,6 +181,27 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run_child(cmd: list[str], log: IO[str]) -> int:
+    """Run one `smartft train` to its end. If the sweep itself is stopped (Ctrl-C, or SIGTERM from
+    `kill` or a job scheduler, which reaches only the sweep), the child is stopped as well rather
+    than left training into the run folder, where a restarted sweep would run it a second time."""
+    child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
+    try:
+        return child.wait()
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
     """Run what is not finished yet; returns the number of failed runs."""
     todo = [r for r in runs if not is_done(sweep.runs_dir / r.name)]
@@ -202,7 +225,7 @@ def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
         write_yaml(spec, run.options)
         started = time.perf_counter()
         with (folder / "train.log").open("w", encoding="utf-8") as log:
-            code = subprocess.call(
+            code = run_child(
                 [
                     sys.executable,
                     "-m",
@@ -215,8 +238,7 @@ def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
                     "--overwrite_output_dir",
                     "--disable_tqdm",
                 ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                log,
             )
         spent.append(time.perf_counter() - started)
         eta = _duration(sum(spent) / len(spent) * (len(todo) - index))
