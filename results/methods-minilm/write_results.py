@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from smartft.report import collect_many, report, runs_table
+from smartft.report import Cell, collect_many, report, runs_table, summarize, verdict
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/methods-minilm")
@@ -23,6 +23,38 @@ SWEEP = ROOT / "sweep.yaml"
 OUT = Path("results/methods-minilm.md")
 STUDY_RUNS = Path("results/glue-minilm/runs")
 TASKS = ("rte", "mrpc")
+
+
+ORDER = "plain smart alice r3f r4f freelb child-tuning mixout l2sp lnsr dps".split()  # README's
+
+
+def summary_table(cells: list[Cell]) -> str:
+    """One row per method, both tasks side by side: the README's table."""
+    by_key = {(c.task, c.variant): c for c in cells}
+
+    def task_columns(task: str, variant: str) -> tuple[str, str]:
+        cell = by_key.get((task, variant))
+        if cell is None:
+            return "not run yet", ""
+        acc = f"{cell.median:.4f} ({cell.min:.4f}-{cell.max:.4f})"
+        if cell.ci_low is None or cell.ci_high is None or cell.diff_mean_paired is None:
+            return acc, "–"
+        diff = f"{cell.diff_mean_paired:+.4f} [{cell.ci_low:+.4f}, {cell.ci_high:+.4f}]"
+        return acc, f"{diff} {verdict(cell)}"
+
+    rows = [
+        "| method | RTE acc. median (min-max) | RTE Δ vs plain [95 % CI] | MRPC acc. median "
+        "(min-max) | MRPC Δ vs plain [95 % CI] | run time RTE / MRPC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for variant in ORDER:
+        columns = [c for task in TASKS for c in task_columns(task, variant)]
+        times = " / ".join(
+            f"{by_key[(task, variant)].runtime_s / 60:.1f}" if (task, variant) in by_key else "–"
+            for task in TASKS
+        )
+        rows.append(f"| {variant.replace('-', '_')} | {' | '.join(columns)} | {times} min |")
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -73,6 +105,13 @@ def main() -> None:
         + " ".join(str(f) for f in baselines)
         + " --out results/methods-minilm",
         "```",
+        "",
+        "## Summary (the README's table)",
+        "",
+        "Dev accuracy median (min-max), mean paired difference from plain [95 % bootstrap "
+        "interval] and verdict, median wall time of a run:",
+        "",
+        summary_table(summarize(collect_many(folders))),
         "",
         "## Against plain fine-tuning",
         "",

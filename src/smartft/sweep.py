@@ -198,8 +198,8 @@ def run_child(cmd: list[str], log: IO[str]) -> int:
         if child.poll() is None:
             child.terminate()
             child.wait()
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        if main_thread:  # None: a handler set outside Python, which Python cannot reinstall
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
