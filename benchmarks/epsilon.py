@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from smartft.data import get_task, load_examples
-from smartft.methods.smart import SmartConfig, SmartRegularizer
 from smartft.modeling import load_model
+from smartft.regularizer import SmartConfig, SmartRegularizer
 
 SETTINGS = [
     ("ball, ε = 1e-5, η = 1e-3 (paper)", SmartConfig(smart_eps=1e-5, smart_step_size=1e-3)),

@@ -75,7 +75,8 @@ def test_engine_uses_fused_adamw_and_tunes_the_allocator_on_linux() -> None:
 
     import torch
 
-    from smartft.engine import make_optimizer, tune_cpu_allocator
+    from smartft.optim import make_optimizer
+    from smartft.runtime import tune_cpu_allocator
 
     optimizer = make_optimizer(torch.nn.Linear(3, 2), 1e-3, 0.01)
     assert optimizer.defaults["fused"] is True

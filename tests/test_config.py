@@ -7,7 +7,8 @@ import pytest
 
 from smartft.config import resolve
 from smartft.errors import ConfigError
-from smartft.methods.smart import BregmanConfig, SmartConfig
+from smartft.regularizer import SmartConfig
+from smartft.teacher import BregmanConfig
 
 
 def test_defaults_yaml_then_cli() -> None:

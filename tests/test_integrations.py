@@ -1,4 +1,4 @@
-"""SmartTrainer (transformers' Trainer) and the own-loop example."""
+"""MethodTrainer / SmartTrainer (transformers' Trainer) and the own-loop example."""
 
 from __future__ import annotations
 
@@ -7,21 +7,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
-from smartft.methods.smart import BregmanConfig, SmartConfig
-from smartft.teacher import TEACHER_WEIGHTS
-from smartft.trainer import SmartTrainer
+from smartft.methods import METHODS
+from smartft.regularizer import SmartConfig
+from smartft.teacher import TEACHER_WEIGHTS, BregmanConfig
+from smartft.trainer import MethodTrainer, SmartTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class ToyData(torch.utils.data.Dataset):  # type: ignore[type-arg]
-    def __init__(self, tokenizer: object) -> None:
+    def __init__(self, tokenizer: object, regression: bool = False) -> None:
         texts = ["the man sees a dog .", "a cat sleeps .", "the film is great .", "bad book ."] * 4
         self.items = [
-            dict(tokenizer(t, padding="max_length", max_length=12), labels=i % 2)  # type: ignore[operator]
+            dict(
+                tokenizer(t, padding="max_length", max_length=12),  # type: ignore[operator]
+                labels=i / 4 if regression else i % 2,
+            )
             for i, t in enumerate(texts)
         ]
 
@@ -32,10 +37,8 @@ class ToyData(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return self.items[i]
 
 
-def make_trainer(model_dir: str, out: Path, steps: int) -> SmartTrainer:
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
-    args = TrainingArguments(
+def training_args(out: Path, steps: int) -> TrainingArguments:
+    return TrainingArguments(
         output_dir=str(out),
         max_steps=steps,
         per_device_train_batch_size=4,
@@ -47,10 +50,15 @@ def make_trainer(model_dir: str, out: Path, steps: int) -> SmartTrainer:
         disable_tqdm=True,
         seed=0,
     )
+
+
+def make_trainer(model_dir: str, out: Path, steps: int, num_labels: int = 2) -> SmartTrainer:
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels)
     return SmartTrainer(
         model=model,
-        args=args,
-        train_dataset=ToyData(AutoTokenizer.from_pretrained(model_dir)),
+        args=training_args(out, steps),
+        train_dataset=ToyData(AutoTokenizer.from_pretrained(model_dir), num_labels == 1),
         smart_config=SmartConfig(smart_eps=1e-2),
         bregman_config=BregmanConfig(),
     )
@@ -72,6 +80,48 @@ def test_smart_trainer_trains_saves_and_restores_the_teacher(
     resumed = make_trainer(tiny_model, tmp_path, steps=4)
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
     assert resumed.method.teacher is not None and resumed.method.teacher.step == 4
+
+
+def test_smart_trainer_regularizes_regression_with_one_output(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    """transformers sets problem_type only in the first forward: the method must know from the
+    output count that this is regression, or R_s is a softmax over one logit (always 0)."""
+    trainer = make_trainer(tiny_model, tmp_path, steps=3, num_labels=1)
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    assert logged and all(e["smart_rs"] > 0 and e["bregman_d"] > 0 for e in logged[1:])
+    assert logged[0]["smart_rs"] > 0
+
+
+@pytest.mark.parametrize("name", sorted(set(METHODS) - {"plain"}))
+def test_method_trainer_drives_every_method_through_the_same_hooks(
+    name: str, tiny_model: str, tmp_path: Path
+) -> None:
+    from smartft.methods import get_method
+
+    calls: list[str] = []
+    method = get_method(name)()
+    for hook in ("before_forward", "loss_terms", "before_update", "after_step"):
+        original = getattr(method, hook)
+
+        def spy(*args: object, _hook: str = hook, _original: object = original) -> object:
+            calls.append(_hook)
+            return _original(*args)  # type: ignore[operator]
+
+        setattr(method, hook, spy)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    trainer = MethodTrainer(
+        model=model,
+        args=training_args(tmp_path, 3),
+        train_dataset=ToyData(AutoTokenizer.from_pretrained(tiny_model)),
+        method=method,
+    )
+    trainer.train()
+    one_update = ["before_forward", "loss_terms", "before_update", "after_step"]
+    training = calls[calls.index("before_forward") :]  # R4F also acts once in its setup
+    assert training == one_update * 3
 
 
 def test_own_loop_example_runs(tiny_model: str) -> None:

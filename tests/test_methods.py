@@ -222,7 +222,7 @@ def test_every_method_trains_from_the_cli(
 
 def test_alice_has_a_virtual_and_a_label_adversarial_term() -> None:
     from smartft.methods.alice import Alice, AliceConfig
-    from smartft.methods.smart import SmartConfig
+    from smartft.regularizer import SmartConfig
 
     model = tiny().train()
     smart = SmartConfig(smart_eps=1e-2, smart_step_size=1e-2)
@@ -243,8 +243,8 @@ def test_alice_has_a_virtual_and_a_label_adversarial_term() -> None:
 
 def test_alice_plus_plus_perturbs_a_random_layer() -> None:
     from smartft.methods.alice import Alice, AliceConfig
-    from smartft.methods.smart import SmartConfig
     from smartft.perturb import LayerInputHook
+    from smartft.regularizer import SmartConfig
 
     model = tiny().train()
     method = Alice({SmartConfig: SmartConfig(), AliceConfig: AliceConfig(alice_plus_plus=True)})
@@ -260,8 +260,8 @@ def test_alice_plus_plus_perturbs_a_random_layer() -> None:
 
 
 def test_dps_moves_nothing_outside_the_subnetwork_during_a_stage() -> None:
-    from smartft.engine import make_optimizer
     from smartft.methods.dps import DPS, DPSConfig
+    from smartft.optim import make_optimizer
 
     model = tiny().train()
     method = DPS({DPSConfig: DPSConfig(dps_keep=0.3, dps_stage_ratio=0.25)})
@@ -309,10 +309,10 @@ def test_freelb_gradient_is_the_average_of_the_k_perturbed_losses() -> None:
     logits = model(**inputs).logits
     loss = torch.nn.functional.cross_entropy(logits, LABELS)
     terms = method.loss_terms(model, {**inputs, "labels": LABELS}, logits)
-    (method.task_loss_weight() * loss + sum(terms.values())).backward()
+    (loss + sum(terms.values())).backward()  # the loop adds the clean loss with weight 1
     got = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    assert len(deltas) == 2 and method.task_loss_weight() == pytest.approx(1 / 3)
+    assert len(deltas) == 2
     assert deltas[1].norm() > deltas[0].norm() > 0  # two ascent steps from zero
     method.hook.perturbed = original  # type: ignore[method-assign]
     losses = [torch.nn.functional.cross_entropy(model(**inputs).logits, LABELS)]
@@ -333,7 +333,6 @@ def test_freelb_waits_for_its_start_step() -> None:
     method.setup(model, info())
     inputs = {**batch(), "labels": LABELS}
     assert method.loss_terms(model, inputs, model(**batch()).logits) == {}
-    assert method.task_loss_weight() == 1.0
     method.after_step(model)
     method.after_step(model)
     assert "loss_freelb" in method.loss_terms(model, inputs, model(**batch()).logits)

@@ -162,9 +162,9 @@ def test_non_finite_updates_are_skipped_then_the_run_stops(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from smartft import engine
+    from smartft import step
 
-    real = engine.task_loss
+    real = step.task_loss
     calls = {"n": 0}
     poisoned: set[int] = set()
 
@@ -173,7 +173,7 @@ def test_non_finite_updates_are_skipped_then_the_run_stops(
         value = real(logits, labels, regression)
         return value * float("nan") if calls["n"] in poisoned else value
 
-    monkeypatch.setattr(engine, "task_loss", poison)
+    monkeypatch.setattr(step, "task_loss", poison)
     poisoned.update({3, 4})  # batches 3 and 4 = updates 3 and 4 (no accumulation)
     out = tmp_path / "some"
     args = train_args(

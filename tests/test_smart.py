@@ -16,8 +16,9 @@ from transformers import (
 )
 
 from smartft.losses import squared_error, symmetric_kl
-from smartft.methods.smart import BregmanConfig, SmartConfig, SmartRegularizer, make_teacher
 from smartft.perturb import EmbeddingHook, norm, project
+from smartft.regularizer import SmartConfig, SmartRegularizer
+from smartft.teacher import BregmanConfig, make_teacher
 
 from .conftest import SMART_FLAGS, train_args
 from .test_engine import cli
@@ -321,7 +322,7 @@ def smart_gradients(
         reg.hook._reusable = lambda ids: None  # type: ignore[method-assign]
     inputs = batch()
     logits = model(**inputs).logits
-    import smartft.methods.smart as smart_module
+    import smartft.regularizer as smart_module
 
     original = smart_module.frozen
     if straightforward:
@@ -489,7 +490,7 @@ def test_low_memory_mode_is_refused_on_several_processes_and_by_alice() -> None:
 def test_low_memory_run_trains_like_the_exact_one(
     tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """End to end through the engine, with gradient accumulation (the second backward goes
+    """End to end through the recipe, with gradient accumulation (the second backward goes
     through the loop's own scaled backward): the same logged losses as the exact order."""
     flags = [
         *SMART_FLAGS,

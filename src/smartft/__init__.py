@@ -14,8 +14,8 @@ from typing import Any
 
 from smartft.errors import ConfigError, DataError, SmartftError
 from smartft.losses import symmetric_kl
-from smartft.methods.smart import BregmanConfig, SmartConfig, SmartRegularizer, make_teacher
-from smartft.teacher import MeanTeacher
+from smartft.regularizer import SmartConfig, SmartRegularizer
+from smartft.teacher import BregmanConfig, MeanTeacher, make_teacher
 
 __version__ = "0.1.0"
 
@@ -23,11 +23,11 @@ __version__ = "0.1.0"
 def train(config: str | None = None, **options: Any) -> dict[str, Any]:
     """Train and evaluate like `smartft train`: `options` are its flags' names with Python values,
     `config` an optional YAML file they override; returns what all_results.json holds."""
-    from smartft import engine
     from smartft.config import load_yaml, resolve
+    from smartft.recipe import train as run_recipe
 
     yaml_values = load_yaml(config) if config else None
-    return engine.train(resolve(options, yaml_values, config or "config", "smartft.train"))
+    return run_recipe(resolve(options, yaml_values, config or "config", "smartft.train"))
 
 
 __all__ = [

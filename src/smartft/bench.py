@@ -158,18 +158,19 @@ Step = Callable[[dict[str, torch.Tensor]], None]
 def smartft_step(
     model: nn.Module, variant: Variant, total_steps: int, batches: list[dict[str, torch.Tensor]]
 ) -> Step:
-    """The engine's own `train_step` with the variant's method, AdamW and linear schedule."""
+    """The recipe's own `train_step` with the variant's method, AdamW and linear schedule."""
     from accelerate import Accelerator
 
-    from smartft.engine import lr_lambda, make_optimizer, train_step
     from smartft.methods import SetupInfo, get_method
+    from smartft.optim import make_optimizer, make_scheduler
+    from smartft.step import train_step
 
     run = resolve({"method": variant.method, **variant.options}, yaml_name="bench variant")
     method = get_method(variant.method)(run.methods)
     accelerator = Accelerator(cpu=True)
     optimizer = make_optimizer(model, LEARNING_RATE, WEIGHT_DECAY)
     prepared, optimizer = accelerator.prepare(model, optimizer)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, 0.1, "linear"))
+    scheduler = make_scheduler(optimizer, total_steps, 0.1, "linear")
     method.setup(model, SetupInfo(total_steps, False, 0, train_batches=lambda: iter(batches)))
     prepared.train()
 
@@ -226,10 +227,10 @@ def smart_pytorch_step(model: nn.Module, total_steps: int) -> Step:
             "smart-pytorch is not installed; `make bench-deps` (or "
             "`pip install --no-deps smart-pytorch==0.0.4`) adds it for benchmarks"
         ) from err
-    from smartft.engine import lr_lambda, make_optimizer
+    from smartft.optim import make_optimizer, make_scheduler
 
     optimizer = make_optimizer(model, LEARNING_RATE, WEIGHT_DECAY)  # the same as smartft's
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, 0.1, "linear"))
+    scheduler = make_scheduler(optimizer, total_steps, 0.1, "linear")
     embeddings = model.get_input_embeddings()  # type: ignore[operator]
     model.train()
 
@@ -323,7 +324,7 @@ def build(setting: Setting) -> tuple[dict[str, Step], list[dict[str, torch.Tenso
 def time_steps(setting: Setting) -> dict[str, list[float]]:
     """Per-variant step times in seconds, interleaved by repetition (allocator tuned as
     `smartft train` tunes it, for every variant alike)."""
-    from smartft.engine import tune_cpu_allocator
+    from smartft.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()
     steps, batches = build(setting)

@@ -22,6 +22,17 @@ def _parser() -> argparse.ArgumentParser:
         prog="smartft", description="Robust fine-tuning of pre-trained encoders (SMART and peers)."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_model_commands(commands)
+    _add_sweep(commands)
+    _add_report(commands)
+    _add_bench(commands)
+    commands.add_parser("methods", help="list the fine-tuning methods")
+    commands.add_parser("tasks", help="list the registered tasks")
+    return parser
+
+
+def _add_model_commands(commands: Any) -> None:
+    """`train`, and `eval` / `predict` on a saved model."""
     train = commands.add_parser(
         "train",
         help="fine-tune a model on a task or your own files",
@@ -45,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "eval":
             sub.add_argument("--output_file", default=None, help="also write the metrics as JSON")
         add_arguments(sub, [TrainConfig])
+
+
+def _add_sweep(commands: Any) -> None:
     sweep = commands.add_parser(
         "sweep",
         help="run a grid of tasks x methods x seeds (resumable)",
@@ -71,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
         help="an extra grid axis over a train option (repeatable)",
     )
     sweep.add_argument("--dry_run", action="store_true", help="list the runs still to do")
+
+
+def _add_report(commands: Any) -> None:
     rep = commands.add_parser("report", help="tables and plots over seeds from runs folders")
     rep.add_argument(
         "runs_dirs",
@@ -84,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--baseline", default="plain", help="variant the others are compared with")
     rep.add_argument("--no_plots", action="store_true", help="skip the PNG plots")
+
+
+def _add_bench(commands: Any) -> None:
     bench = commands.add_parser(
         "bench",
         help="step time and peak memory of each method against plain fine-tuning",
@@ -112,9 +132,6 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--data_dir", default=None, help="GLUE folder: real RTE batches")
     bench.add_argument("--out", default="benchmarks/results", help="output folder")
     bench.add_argument("--name", default="bench", help="file name stem of the outputs")
-    commands.add_parser("methods", help="list the fine-tuning methods")
-    commands.add_parser("tasks", help="list the registered tasks")
-    return parser
 
 
 def _run_config(args: argparse.Namespace, skip: Sequence[str]) -> Any:
@@ -204,11 +221,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         for path in files:
             print(f"wrote {path}")
         return 0
-    from smartft import engine
-
     if args.command == "train":
+        from smartft.recipe import train
+
         resolved = _run_config(args, ())
-        results = engine.train(resolved)
+        results = train(resolved)
         if int(os.environ.get("RANK", "0")) != 0:  # one process reports
             return 0
         metric = results.get(f"eval_{results['main_metric']}")
@@ -222,16 +239,18 @@ def run(argv: Sequence[str] | None = None) -> int:
             )
             print(f"\n{results['task']} dev {results['main_metric']}: {metric:.4f}  ({where})")
         return 0
+    from smartft import inference
+
     cfg = _run_config(args, ("split", "output_file")).train
     if args.command == "eval":
-        metrics = engine.evaluate(cfg, args.split)
+        metrics = inference.evaluate(cfg, args.split)
         text = json.dumps(json_safe(metrics), indent=2)
         print(text)
         if args.output_file:
             with open(args.output_file, "w", encoding="utf-8") as handle:
                 handle.write(text + "\n")
         return 0
-    for path in engine.predict(cfg, args.split):
+    for path in inference.predict(cfg, args.split):
         print(f"wrote {path}")
     return 0
 

@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,8 @@ from typing import Any
 import yaml
 
 from smartft.errors import ConfigError
-
-
-def option(text: str, choices: Sequence[str] | None = None) -> Any:
-    """Field metadata: the flag's help text and, optionally, its allowed values."""
-    return {"help": text, "choices": tuple(choices) if choices else None}
+from smartft.methods import get_method, method_config_classes
+from smartft.options import option
 
 
 @dataclass
@@ -278,12 +275,7 @@ class RunConfig:
 
 
 def all_config_classes() -> list[type]:
-    from smartft.methods import METHODS
-
-    classes: list[type] = [TrainConfig]
-    for method in METHODS.values():
-        classes.extend(c for c in method.config_classes if c not in classes)
-    return classes
+    return [TrainConfig, *method_config_classes()]
 
 
 def _owner(classes: Iterable[type]) -> dict[str, tuple[type, dataclasses.Field[Any]]]:
@@ -333,8 +325,6 @@ def resolve(
     cli_name: str = "command line",
 ) -> RunConfig:
     """Merge defaults < YAML < CLI into a RunConfig and check that every key is known and used."""
-    from smartft.methods import get_method
-
     classes = all_config_classes()
     owners = _owner(classes)
     values: dict[str, tuple[Any, str]] = {}

@@ -32,3 +32,9 @@ class DataError(SmartftError):
 
 class ConfigError(SmartftError):
     """A flag, YAML key or value is invalid, or a model path cannot be used."""
+
+
+class TrainingError(SmartftError):
+    """Training cannot go on (e.g. too many non-finite updates in a row)."""
+
+    exit_code = 3

@@ -54,3 +54,9 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> t
     if regression:
         return squared_error(logits, labels)
     return F.cross_entropy(logits.float(), labels)
+
+
+def output_divergence(regression: bool) -> str:
+    """ℓ_s of SMART's paper between two outputs of one model: symmetric KL for classification,
+    squared error for regression."""
+    return "mse" if regression else "sym_kl"

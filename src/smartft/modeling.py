@@ -93,9 +93,15 @@ def load_model(name: str, spec: TaskSpec, trust_remote_code: bool = False) -> tu
     return model, tokenizer
 
 
+def is_regression(config: Any) -> bool:
+    """A model config describes regression when it says so or has a single output. (transformers
+    sets `problem_type` only in the first forward, so the output count must be read too.)"""
+    return getattr(config, "problem_type", None) == "regression" or config.num_labels == 1
+
+
 def labels_from_model(model: Any) -> tuple[str, ...] | None:
     """The label values a saved model was trained with (None for regression)."""
     config = model.config
-    if config.problem_type == "regression" or config.num_labels == 1:
+    if is_regression(config):
         return None
     return tuple(config.id2label[i] for i in range(config.num_labels))

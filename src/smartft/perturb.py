@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from smartft.parts import transformer_layers
+
 TINY = 1e-12
 
 
@@ -100,18 +102,6 @@ class EmbeddingHook:
     def remove(self) -> None:
         self._handle.remove()
         self.clear()
-
-
-def transformer_layers(model: nn.Module) -> nn.ModuleList:
-    """The model's stack of transformer blocks: its longest ModuleList of one block class."""
-    stacks = [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.ModuleList) and len(m) > 0 and len({type(x) for x in m}) == 1
-    ]
-    if not stacks:
-        raise TypeError("cannot find the model's transformer layers")
-    return max(stacks, key=len)
 
 
 class LayerInputHook:

@@ -11,13 +11,50 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from smartft.errors import ConfigError
 from smartft.losses import divergence
+from smartft.options import option
+
+
+@dataclass
+class BregmanConfig:
+    """Momentum Bregman proximal point: a moving-average teacher and its trust-region term."""
+
+    bregman_mu: float = field(
+        default=1.0,
+        metadata=option("weight μ of the Bregman term; 0 turns the teacher off (paper: 1)"),
+    )
+    bregman_beta: float = field(default=0.99, metadata=option("teacher momentum during warm-up"))
+    bregman_beta_final: float = field(default=0.999, metadata=option("teacher momentum after"))
+    bregman_warmup_ratio: float = field(
+        default=0.1, metadata=option("fraction of updates that use bregman_beta")
+    )
+    bregman_mode: str = field(
+        default="momentum",
+        metadata=option(
+            "momentum: moving average (MBPP); vanilla: previous iterate (VBPP)",
+            ("momentum", "vanilla"),
+        ),
+    )
+    bregman_fraction: float = field(
+        default=1.0,
+        metadata=option(
+            "fast mode: share of each batch's examples the Bregman term (the teacher's forward) "
+            "is computed on, drawn at random every step (1 = exact; the `smart-fast` preset: 0.25)"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.bregman_fraction <= 1.0:
+            raise ConfigError(f"bregman_fraction must be in (0, 1], got {self.bregman_fraction}")
 
 
 class MeanTeacher:
@@ -103,3 +140,11 @@ def load_teacher(teacher: MeanTeacher, folder: str | Path) -> bool:
     load_model(teacher.model, str(folder / TEACHER_WEIGHTS))
     teacher.step = int(json.loads((folder / TEACHER_STATE).read_text(encoding="utf-8"))["step"])
     return True
+
+
+def make_teacher(model: nn.Module, config: BregmanConfig, total_steps: int) -> MeanTeacher:
+    """The teacher the config describes; vanilla mode is momentum 0 (the previous iterate)."""
+    if config.bregman_mode == "vanilla":
+        return MeanTeacher(model, beta=0.0, beta_final=0.0)
+    warmup = math.ceil(config.bregman_warmup_ratio * total_steps)
+    return MeanTeacher(model, config.bregman_beta, config.bregman_beta_final, warmup)

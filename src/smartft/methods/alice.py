@@ -11,11 +11,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from smartft.config import option
+from smartft.batch import model_inputs
 from smartft.errors import ConfigError
-from smartft.methods.base import Method, SetupInfo, model_inputs
-from smartft.methods.smart import SmartConfig, SmartRegularizer
+from smartft.methods.base import Method, SetupInfo
+from smartft.options import option
 from smartft.perturb import LayerInputHook
+from smartft.regularizer import SmartConfig, SmartRegularizer
 
 
 @dataclass
@@ -32,20 +33,18 @@ class AliceConfig:
     )
 
 
-class Alice(Method):
+class Alice(Method[AliceConfig]):
     """λ_v · R_virtual + λ_a · task-loss(f(x + δ_adv), y); two ascents, two adversarial passes."""
 
     name: ClassVar[str] = "alice"
     summary: ClassVar[str] = "virtual + label adversarial terms; ALICE++: random layer (~4.6x)"
-    config_classes: ClassVar[tuple[type, ...]] = (SmartConfig, AliceConfig)
+    config_classes: ClassVar[tuple[type, ...]] = (AliceConfig, SmartConfig)
 
-    def __init__(self, configs: dict[type, Any]) -> None:
+    def __init__(self, configs: dict[type, Any] | None = None) -> None:
         super().__init__(configs)
-        self.smart: SmartConfig = configs.get(SmartConfig, SmartConfig())
-        self.config: AliceConfig = configs.get(AliceConfig, AliceConfig())
+        self.smart = self.settings(SmartConfig)
         self.regularizer: SmartRegularizer | None = None
         self.layers: random.Random = random.Random(0)
-        self.last: dict[str, float] = {}
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         if self.smart.smart_low_memory:
@@ -77,9 +76,6 @@ class Alice(Method):
                 self.last["alice_adv"] = float(adversarial.detach())
         reg.hook.clear()
         return terms
-
-    def log_values(self) -> dict[str, float]:
-        return dict(self.last)
 
     def counters(self) -> dict[str, int]:
         return {"alice_skipped_total": self.regularizer.skipped if self.regularizer else 0}

@@ -1,14 +1,18 @@
-"""The method protocol: the training loop only ever talks to a method through this class."""
+"""The method protocol: every training loop (smartft's recipe, `MethodTrainer`, `smartft bench`)
+talks to a method only through this class."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from torch import nn
+
+C = TypeVar("C")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -19,8 +23,8 @@ class SetupInfo:
     regression: bool
     seed: int
     process_index: int = 0
-    # a fresh pass over the training batches (unshuffled), for methods that look at the data
-    # before training (e.g. Child-Tuning D's Fisher information)
+    # a fresh, unshuffled pass over the run's training batches, for methods that look at the data
+    # before training (Child-Tuning D's Fisher information); None where a loop cannot offer one
     train_batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None
     num_processes: int = 1
 
@@ -34,34 +38,38 @@ class SetupInfo:
         return torch.Generator(device=device).manual_seed(self.stream_seed(stream, per_process))
 
 
-class Method:
+class Method(Generic[C]):
     """Plain fine-tuning: no extra loss terms, nothing to do around the step.
 
     A method turns (model, batch, clean logits) into named, already weighted loss terms that the
-    loop adds to the task loss, and may act after each optimizer update. `model` is always the
-    unwrapped module (never a DDP wrapper), so extra forwards need no gradient synchronisation.
+    loop adds to the task loss, and may act on the gradients or after each optimizer update.
+    `model` is always the unwrapped module (never a DDP wrapper), so extra forwards need no
+    gradient synchronisation. Its settings are dataclasses (`config_classes`, the first one its
+    own, `self.config`); diagnostics for the log go into `self.last`.
     """
 
     name: ClassVar[str] = "plain"
     summary: ClassVar[str] = "standard fine-tuning: task loss only"
     config_classes: ClassVar[tuple[type, ...]] = ()
 
-    def __init__(self, configs: dict[type, Any]) -> None:
-        self.configs = configs
+    def __init__(self, configs: Mapping[type, Any] | None = None) -> None:
+        given = configs or {}
+        self.configs: dict[type, Any] = {
+            cls: given[cls] if given.get(cls) is not None else cls() for cls in self.config_classes
+        }
+        self.last: dict[str, float] = {}
+
+    @property
+    def config(self) -> C:
+        """The method's own settings: an instance of its first config class."""
+        return cast(C, self.configs[self.config_classes[0]])
+
+    def settings(self, cls: type[T]) -> T:
+        """Settings of another config class the method uses (e.g. ALICE's SMART settings)."""
+        return cast(T, self.configs[cls])
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         """Called once after the model is on its device and before the first step."""
-
-    def loss_terms(
-        self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """Extra, weighted loss terms for this batch; the loop adds them to the task loss."""
-        return {}
-
-    def task_loss_weight(self) -> float:
-        """Weight of the clean task loss in this step's objective (FreeLB averages it with its
-        perturbed losses)."""
-        return 1.0
 
     def before_forward(
         self,
@@ -74,6 +82,13 @@ class Method:
         back-propagate a graph of its own here, before the clean graph exists (SMART's
         low-memory mode)."""
 
+    def loss_terms(
+        self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Extra, weighted loss terms for this batch, named `loss_*`; the loop adds them to the
+        task loss."""
+        return {}
+
     def before_update(self, model: nn.Module) -> None:
         """Called when an update's gradients are complete, before clipping and the optimizer
         step (e.g. to mask gradients)."""
@@ -84,7 +99,7 @@ class Method:
     def log_values(self) -> dict[str, float]:
         """Diagnostics for the last batch (unweighted terms, norms, 0/1 flags); averaged per log
         line. Weighted loss terms are named `loss_*` to keep the two apart."""
-        return {}
+        return dict(self.last)
 
     def counters(self) -> dict[str, int]:
         """Whole-run counts (e.g. skipped ascent steps) for `all_results.json`."""
@@ -99,45 +114,3 @@ class Method:
 
     def load(self, folder: Path) -> None:
         """Restore what `save` wrote."""
-
-
-RngState = tuple[torch.Tensor, torch.Tensor | None]
-
-
-def rng_state(device: torch.device) -> RngState:
-    """The generators dropout draws from on `device` (CPU, and CUDA when it runs there): saved
-    before a forward and restored before a second one, the second draws the same dropout masks."""
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def set_rng_state(state: RngState, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
-def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch without labels: what the model's forward takes."""
-    return {k: v for k, v in batch.items() if k != "labels"}
-
-
-HEAD_NAMES = ("classifier", "score", "pre_classifier", "qa_outputs")
-
-
-def head_modules(model: nn.Module) -> list[nn.Linear]:
-    """The linear layers of the task head (new at fine-tuning time, not pre-trained)."""
-    found = [
-        module
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name.split(".")[0] in HEAD_NAMES
-    ]
-    if not found:
-        raise TypeError("cannot find the model's task head (classifier / score) linear layers")
-    return found
-
-
-def pretrained_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Trainable parameters outside the task head: the ones that came from the checkpoint."""
-    head = {id(p) for m in head_modules(model) for p in m.parameters()}
-    return {n: p for n, p in model.named_parameters() if p.requires_grad and id(p) not in head}

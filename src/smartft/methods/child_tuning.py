@@ -10,10 +10,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from smartft.config import option
 from smartft.errors import ConfigError
-from smartft.losses import task_loss
-from smartft.methods.base import Method, SetupInfo, model_inputs, pretrained_parameters
+from smartft.masks import fisher_information, top_fraction_masks
+from smartft.methods.base import Method, SetupInfo
+from smartft.options import option
+from smartft.parts import pretrained_parameters
 
 
 @dataclass
@@ -36,50 +37,15 @@ class ChildTuningConfig:
             raise ConfigError(f"child_reserve must be in (0, 1], got {self.child_reserve}")
 
 
-def fisher_information(
-    model: nn.Module,
-    params: dict[str, nn.Parameter],
-    batches: Any,
-    regression: bool,
-    limit: int = 0,
-) -> dict[str, torch.Tensor]:
-    """Σ over batches of the squared gradient of the task loss (eval mode: no dropout)."""
-    scores = {n: torch.zeros_like(p) for n, p in params.items()}
-    was_training = model.training
-    model.eval()
-    for index, batch in enumerate(batches):
-        if limit and index >= limit:
-            break
-        model.zero_grad()
-        logits = model(**model_inputs(batch)).logits
-        loss = task_loss(logits, batch["labels"], regression)
-        loss.backward()  # type: ignore[no-untyped-call]
-        for name, param in params.items():
-            if param.grad is not None:
-                scores[name] += param.grad.detach().pow(2)
-    model.zero_grad()
-    model.train(was_training)
-    return scores
-
-
-def top_fraction_masks(scores: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:
-    """Boolean masks keeping the top `fraction` of all entries by score (one global threshold)."""
-    flat = torch.cat([s.flatten() for s in scores.values()])
-    keep = max(1, round(fraction * flat.numel()))
-    threshold = torch.kthvalue(flat, flat.numel() - keep + 1).values
-    return {n: s >= threshold for n, s in scores.items()}
-
-
-class ChildTuning(Method):
+class ChildTuning(Method[ChildTuningConfig]):
     """Masks the pre-trained parameters' gradients before each update; the head is not masked."""
 
     name: ClassVar[str] = "child_tuning"
     summary: ClassVar[str] = "update only a child network: F random / D Fisher mask (~1x)"
     config_classes: ClassVar[tuple[type, ...]] = (ChildTuningConfig,)
 
-    def __init__(self, configs: dict[type, Any]) -> None:
+    def __init__(self, configs: dict[type, Any] | None = None) -> None:
         super().__init__(configs)
-        self.config: ChildTuningConfig = configs.get(ChildTuningConfig, ChildTuningConfig())
         self.params: dict[str, nn.Parameter] = {}
         self.masks: dict[str, torch.Tensor] = {}
         self.generator: torch.Generator | None = None

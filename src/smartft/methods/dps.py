@@ -12,10 +12,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from smartft.config import option
 from smartft.errors import ConfigError
-from smartft.methods.base import Method, SetupInfo, pretrained_parameters
-from smartft.methods.child_tuning import top_fraction_masks
+from smartft.masks import top_fraction_masks
+from smartft.methods.base import Method, SetupInfo
+from smartft.options import option
+from smartft.parts import pretrained_parameters
 
 STATE_FILE = "dps_state.pt"
 
@@ -36,7 +37,7 @@ class DPSConfig:
             raise ConfigError("dps_keep and dps_stage_ratio must be in (0, 1]")
 
 
-class DPS(Method):
+class DPS(Method[DPSConfig]):
     """Importance = accumulated squared gradient (before masking) over the current stage; the
     head is always trained. Weights outside the subnetwork are held exactly where they are
     (restored after the optimizer step, so neither Adam's momentum nor weight decay moves them)."""
@@ -45,9 +46,8 @@ class DPS(Method):
     summary: ClassVar[str] = "staged updates of the most important subnetwork (~1.35x)"
     config_classes: ClassVar[tuple[type, ...]] = (DPSConfig,)
 
-    def __init__(self, configs: dict[type, Any]) -> None:
+    def __init__(self, configs: dict[type, Any] | None = None) -> None:
         super().__init__(configs)
-        self.config: DPSConfig = configs.get(DPSConfig, DPSConfig())
         self.params: dict[str, nn.Parameter] = {}
         self.importance: dict[str, torch.Tensor] = {}
         self.masks: dict[str, torch.Tensor] = {}

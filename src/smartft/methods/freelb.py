@@ -1,7 +1,8 @@
 """FreeLB (Zhu et al., ICLR 2020): K ascent steps on the task loss against the gold labels, the
 parameter gradient averaged over all K perturbed losses ("free" large-batch adversarial training).
 The first of the K losses is the clean one (the perturbation starts at zero), so the loop's clean
-forward is step 0 and its task loss enters with weight 1/K."""
+forward is step 0; the averaging is a loss term like any other: `loss_freelb` adds the K − 1
+perturbed losses and takes back (K − 1)/K of the clean loss the loop adds with weight 1."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from smartft.config import option
+from smartft.batch import model_inputs
 from smartft.errors import ConfigError
 from smartft.losses import task_loss
-from smartft.methods.base import Method, SetupInfo, model_inputs
+from smartft.methods.base import Method, SetupInfo
+from smartft.options import option
 from smartft.perturb import EmbeddingHook, normalize, project_ball
 
 
@@ -36,7 +38,7 @@ class FreeLBConfig:
             raise ConfigError(f"freelb_steps must be ≥ 1, got {self.freelb_steps}")
 
 
-class FreeLB(Method):
+class FreeLB(Method[FreeLBConfig]):
     """Σ_{t<K} L(x + δ_t, y) / K with δ_0 = 0 and δ_{t+1} = Π(δ_t + α ∇δ L / ‖∇δ L‖₂)."""
 
     name: ClassVar[str] = "freelb"
@@ -45,13 +47,11 @@ class FreeLB(Method):
     )
     config_classes: ClassVar[tuple[type, ...]] = (FreeLBConfig,)
 
-    def __init__(self, configs: dict[type, Any]) -> None:
+    def __init__(self, configs: dict[type, Any] | None = None) -> None:
         super().__init__(configs)
-        self.config: FreeLBConfig = configs.get(FreeLBConfig, FreeLBConfig())
         self.hook: EmbeddingHook | None = None
         self.regression = False
         self.step = 0
-        self.last: dict[str, float] = {}
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         self.hook = EmbeddingHook(model)
@@ -59,9 +59,6 @@ class FreeLB(Method):
 
     def active(self) -> bool:
         return self.step >= self.config.freelb_start_step and self.config.freelb_steps > 1
-
-    def task_loss_weight(self) -> float:
-        return 1.0 / self.config.freelb_steps if self.active() else 1.0
 
     def _advance(self, delta: torch.Tensor, grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         step = normalize(grad * mask, "l2", "example")
@@ -81,8 +78,8 @@ class FreeLB(Method):
         inputs, labels = model_inputs(batch), batch["labels"]
         mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
         mask = mask.unsqueeze(-1).to(embedded.dtype)
-        loss = task_loss(logits, labels, self.regression)
-        (grad,) = torch.autograd.grad(loss, embedded, retain_graph=True)
+        loss_clean = task_loss(logits, labels, self.regression)
+        (grad,) = torch.autograd.grad(loss_clean, embedded, retain_graph=True)
         delta = torch.zeros_like(embedded)
         losses = []
         for t in range(1, self.config.freelb_steps):
@@ -94,10 +91,9 @@ class FreeLB(Method):
                 (grad,) = torch.autograd.grad(loss, delta, retain_graph=True)
         self.hook.clear()
         self.last = {"freelb_last_loss": float(losses[-1].detach())}
-        return {"loss_freelb": torch.stack(losses).sum() / self.config.freelb_steps}
+        k = self.config.freelb_steps
+        # the loop adds the clean loss with weight 1; the objective gives it 1/K like the others
+        return {"loss_freelb": (torch.stack(losses).sum() - (k - 1) * loss_clean) / k}
 
     def after_step(self, model: nn.Module) -> None:
         self.step += 1
-
-    def log_values(self) -> dict[str, float]:
-        return dict(self.last)

@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from smartft.config import option
-from smartft.methods.base import Method, SetupInfo, head_modules, pretrained_parameters
+from smartft.methods.base import Method, SetupInfo
+from smartft.options import option
+from smartft.parts import head_modules, pretrained_parameters
 
 
 @dataclass
@@ -30,20 +31,18 @@ class L2SPConfig:
     )
 
 
-class L2SP(Method):
+class L2SP(Method[L2SPConfig]):
     """α/2 · Σ‖w − w₀‖² over pre-trained parameters + β/2 · Σ‖w‖² over the head."""
 
     name: ClassVar[str] = "l2sp"
     summary: ClassVar[str] = "penalty on the distance to the pre-trained weights (~1x)"
     config_classes: ClassVar[tuple[type, ...]] = (L2SPConfig,)
 
-    def __init__(self, configs: dict[type, Any]) -> None:
+    def __init__(self, configs: dict[type, Any] | None = None) -> None:
         super().__init__(configs)
-        self.config: L2SPConfig = configs.get(L2SPConfig, L2SPConfig())
         self.start: dict[str, torch.Tensor] = {}
         self.params: dict[str, nn.Parameter] = {}
         self.head: list[nn.Parameter] = []
-        self.last: dict[str, float] = {}
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         self.params = pretrained_parameters(model)
@@ -62,9 +61,6 @@ class L2SP(Method):
         drift, head = self.penalty()
         self.last = {"l2sp_drift": float(drift.detach())}
         return {"loss_l2sp": self.config.l2sp_alpha * drift + self.config.l2sp_beta * head}
-
-    def log_values(self) -> dict[str, float]:
-        return dict(self.last)
 
     def state_tensors(self) -> list[torch.Tensor]:
         return list(self.start.values())

@@ -16,17 +16,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from smartft.config import option
+from smartft.batch import model_inputs
 from smartft.errors import ConfigError
-from smartft.methods.base import (
-    Method,
-    RngState,
-    SetupInfo,
-    model_inputs,
-    rng_state,
-    set_rng_state,
-)
-from smartft.perturb import transformer_layers
+from smartft.methods.base import Method, SetupInfo
+from smartft.options import option
+from smartft.parts import transformer_layers
+from smartft.rng import RngState, rng_state, set_rng_state
 
 
 @dataclass
@@ -48,22 +43,20 @@ def hidden(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output  # type: ignore[no-any-return]
 
 
-class LNSR(Method):
+class LNSR(Method[LNSRConfig]):
     """λ · mean over layers ≥ l of ‖h_j(x; noise) − h_j(x)‖² per real token."""
 
     name: ClassVar[str] = "lnsr"
     summary: ClassVar[str] = "noise at a hidden layer, penalise the change above it (~2x)"
     config_classes: ClassVar[tuple[type, ...]] = (LNSRConfig,)
 
-    def __init__(self, configs: dict[type, Any]) -> None:
+    def __init__(self, configs: dict[type, Any] | None = None) -> None:
         super().__init__(configs)
-        self.config: LNSRConfig = configs.get(LNSRConfig, LNSRConfig())
         self.layers: list[nn.Module] = []
         self.captured: list[torch.Tensor] = []
         self.noise: torch.Tensor | None = None
         self.generator: torch.Generator | None = None
         self.clean_rng: RngState | None = None
-        self.last: dict[str, float] = {}
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         try:
@@ -129,6 +122,3 @@ class LNSR(Method):
         value = self.penalty(model, model_inputs(batch))
         self.last = {"lnsr_penalty": float(value.detach())}
         return {"loss_lnsr": self.config.lnsr_lambda * value}
-
-    def log_values(self) -> dict[str, float]:
-        return dict(self.last)

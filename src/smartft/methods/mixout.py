@@ -9,9 +9,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from smartft.config import option
 from smartft.errors import ConfigError
-from smartft.methods.base import Method, SetupInfo, head_modules
+from smartft.methods.base import Method, SetupInfo
+from smartft.options import option
+from smartft.parts import head_modules
 
 
 @dataclass
@@ -66,16 +67,15 @@ def apply_mixout(model: nn.Module, p: float) -> int:
     return count
 
 
-class Mixout(Method):
+class Mixout(Method[MixoutConfig]):
     """Mixout on the encoder's linear layers; the loop is untouched (it acts in the forward)."""
 
     name: ClassVar[str] = "mixout"
     summary: ClassVar[str] = "drop weights to their pre-trained values (~1.1x)"
     config_classes: ClassVar[tuple[type, ...]] = (MixoutConfig,)
 
-    def __init__(self, configs: dict[type, Any]) -> None:
+    def __init__(self, configs: dict[type, Any] | None = None) -> None:
         super().__init__(configs)
-        self.config: MixoutConfig = configs.get(MixoutConfig, MixoutConfig())
         self.layers = 0
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:

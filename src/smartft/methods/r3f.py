@@ -9,11 +9,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from smartft.config import option
+from smartft.batch import model_inputs
 from smartft.errors import ConfigError
-from smartft.losses import divergence
-from smartft.methods.base import Method, SetupInfo, head_modules, model_inputs
-from smartft.methods.smart import outer_divergence
+from smartft.losses import divergence, output_divergence
+from smartft.methods.base import Method, SetupInfo
+from smartft.options import option
+from smartft.parts import head_modules
 from smartft.perturb import EmbeddingHook
 
 
@@ -36,7 +37,7 @@ class R3FConfig:
             raise ConfigError("r3f_eps and r3f_lambda must be ≥ 0")
 
 
-class R3F(Method):
+class R3F(Method[R3FConfig]):
     """λ · ℓ_s(f(x + z), f(x)), z random: one extra forward and backward, no ascent pass."""
 
     name: ClassVar[str] = "r3f"
@@ -44,16 +45,14 @@ class R3F(Method):
     config_classes: ClassVar[tuple[type, ...]] = (R3FConfig,)
     spectral_head: ClassVar[bool] = False
 
-    def __init__(self, configs: dict[type, Any]) -> None:
+    def __init__(self, configs: dict[type, Any] | None = None) -> None:
         super().__init__(configs)
-        self.config: R3FConfig = configs.get(R3FConfig, R3FConfig())
         self.hook: EmbeddingHook | None = None
         self.generator: torch.Generator | None = None
         self.kind = "sym_kl"
-        self.last: dict[str, float] = {}
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
-        self.kind = outer_divergence(info.regression)
+        self.kind = output_divergence(info.regression)
         self.hook = EmbeddingHook(model)
         self.generator = info.generator(next(model.parameters()).device, 0, per_process=True)
         if self.spectral_head:
@@ -92,9 +91,6 @@ class R3F(Method):
         sigma = float(torch.linalg.matrix_norm(weight.float(), ord=2))
         if sigma > 0:
             weight.div_(sigma)
-
-    def log_values(self) -> dict[str, float]:
-        return dict(self.last)
 
 
 class R4F(R3F):

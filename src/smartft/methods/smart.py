@@ -4,372 +4,28 @@ and an off half costs nothing and draws no random numbers)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from smartft.config import option
+from smartft.batch import model_inputs, random_rows
 from smartft.errors import ConfigError
-from smartft.losses import divergence, task_loss
-from smartft.methods.base import (
-    Method,
-    RngState,
-    SetupInfo,
-    model_inputs,
-    rng_state,
-    set_rng_state,
+from smartft.losses import output_divergence
+from smartft.methods.base import Method, SetupInfo
+from smartft.regularizer import SmartConfig, SmartRegularizer
+from smartft.teacher import (
+    TEACHER_WEIGHTS,
+    BregmanConfig,
+    MeanTeacher,
+    load_teacher,
+    make_teacher,
+    save_teacher,
 )
-from smartft.perturb import EmbeddingHook, LayerInputHook, ascend, frozen, norm
-from smartft.teacher import TEACHER_WEIGHTS, MeanTeacher, load_teacher, save_teacher
 
 REGULARIZER_FILE = "smart_regularizer.pt"
-
-
-@dataclass
-class SmartConfig:
-    """SMART's adversarial smoothness regularizer R_s (defaults: the paper)."""
-
-    smart_lambda: float = field(
-        default=1.0, metadata=option("weight λ_s of R_s; 0 turns it off (paper: 1, 3 or 5)")
-    )
-    smart_eps: float = field(
-        default=1e-5,
-        metadata=option(
-            "radius ε of the perturbation ball (projection=ball); ignored by projection=unit"
-        ),
-    )
-    smart_step_size: float = field(default=1e-3, metadata=option("ascent step size η"))
-    smart_noise_std: float = field(default=1e-5, metadata=option("std σ of the random start"))
-    smart_steps: int = field(default=1, metadata=option("ascent steps K (paper: 1)"))
-    smart_norm: str = field(
-        default="inf", metadata=option("norm for step normalisation and projection", ("inf", "l2"))
-    )
-    smart_norm_scope: str = field(
-        default="token",
-        metadata=option("norms taken per token or per example", ("token", "example")),
-    )
-    smart_projection: str = field(
-        default="ball",
-        metadata=option(
-            "ball: clip to the ε-ball (paper); unit: rescale to unit norm (reference code)",
-            ("ball", "unit"),
-        ),
-    )
-    smart_fraction: float = field(
-        default=1.0,
-        metadata=option(
-            "fast mode: share of each batch's examples R_s is computed on, drawn at random every "
-            "step (1 = exact SMART; the `smart-fast` preset: 0.25)"
-        ),
-    )
-    smart_low_memory: bool = field(
-        default=False,
-        metadata=option(
-            "exact SMART with one graph alive at a time: the adversarial branch is "
-            "back-propagated before the clean graph is built (one more, graph-free forward); "
-            "one process only"
-        ),
-    )
-    smart_loss: str = field(
-        default="auto",
-        metadata=option(
-            "inner (ascent) loss; auto = symmetric KL, or squared error for regression",
-            ("auto", "sym_kl", "kl", "mse"),
-        ),
-    )
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.smart_fraction <= 1.0:
-            raise ConfigError(f"smart_fraction must be in (0, 1], got {self.smart_fraction}")
-
-
-@dataclass
-class BregmanConfig:
-    """Momentum Bregman proximal point: a moving-average teacher and its trust-region term."""
-
-    bregman_mu: float = field(
-        default=1.0,
-        metadata=option("weight μ of the Bregman term; 0 turns the teacher off (paper: 1)"),
-    )
-    bregman_beta: float = field(default=0.99, metadata=option("teacher momentum during warm-up"))
-    bregman_beta_final: float = field(default=0.999, metadata=option("teacher momentum after"))
-    bregman_warmup_ratio: float = field(
-        default=0.1, metadata=option("fraction of updates that use bregman_beta")
-    )
-    bregman_mode: str = field(
-        default="momentum",
-        metadata=option(
-            "momentum: moving average (MBPP); vanilla: previous iterate (VBPP)",
-            ("momentum", "vanilla"),
-        ),
-    )
-    bregman_fraction: float = field(
-        default=1.0,
-        metadata=option(
-            "fast mode: share of each batch's examples the Bregman term (the teacher's forward) "
-            "is computed on, drawn at random every step (1 = exact; the `smart-fast` preset: 0.25)"
-        ),
-    )
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.bregman_fraction <= 1.0:
-            raise ConfigError(f"bregman_fraction must be in (0, 1], got {self.bregman_fraction}")
-
-
-def outer_divergence(regression: bool) -> str:
-    """ℓ_s of the paper: symmetric KL for classification, squared error for regression."""
-    return "mse" if regression else "sym_kl"
-
-
-Prepared = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]
-
-
-class Estimate(NamedTuple):
-    """What the ascent found for one batch: the (fast-mode) rows and their perturbation."""
-
-    inputs: dict[str, torch.Tensor]
-    logits: torch.Tensor
-    rows: torch.Tensor | None
-    labels: torch.Tensor | None
-    delta: torch.Tensor
-    mask: torch.Tensor
-
-
-def random_rows(
-    inputs: dict[str, torch.Tensor],
-    logits: torch.Tensor,
-    fraction: float,
-    generator: torch.Generator,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
-    """Fast mode: a random `fraction` of the rows (inputs, their clean logits and their indices),
-    cut to their longest real length. At fraction 1 the batch itself and no random draw."""
-    batch, length = inputs["input_ids"].shape[:2]
-    count = max(1, round(batch * fraction))
-    if count >= batch:
-        return inputs, logits, None
-    rows = torch.randperm(batch, generator=generator, device=logits.device)[:count].sort()[0]
-    mask = inputs.get("attention_mask")
-    keep = length
-    if mask is not None:
-        keep = int(mask[rows].sum(-1).max())
-        if bool(mask[rows][:, keep:].any()):  # not right-padded: keep every position
-            keep = length
-    subset = {
-        k: v[rows][:, :keep] if v.dim() >= 2 and v.shape[1] == length else v[rows]
-        for k, v in inputs.items()
-    }
-    return subset, logits[rows], rows
-
-
-class SmartRegularizer:
-    """λ_s · R_s for one batch, usable from any training loop.
-
-    >>> reg = SmartRegularizer(model, SmartConfig(smart_lambda=1.0))
-    >>> logits = model(**inputs).logits
-    >>> loss = task_loss + reg(inputs, logits)
-
-    It registers a forward hook on the model's word embeddings (remove with `close()`). The
-    perturbation noise uses its own generator, so it never shifts dropout or data order.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        config: SmartConfig | None = None,
-        regression: bool = False,
-        seed: int = 0,
-        hook: EmbeddingHook | LayerInputHook | None = None,
-    ) -> None:
-        self.model = model
-        self.config = config or SmartConfig()
-        self.regression = regression
-        self.hook = hook or EmbeddingHook(model)
-        self.seed = seed
-        self._generator: torch.Generator | None = None
-        self.skipped = 0
-        self.last: dict[str, float] = {}
-        # low-memory mode: (rows, ∂R_s/∂clean logits, R_s) or None if skipped, and the
-        # generators' state after the adversarial branch; set by `prepare`, used by `penalty`
-        self._prepared: tuple[Prepared | None, RngState] | None = None
-
-    @property
-    def inner_loss(self) -> str:
-        kind = self.config.smart_loss
-        return outer_divergence(self.regression) if kind == "auto" else kind
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        if self._generator is None:
-            self._generator = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generator
-
-    def _forward(
-        self, inputs: dict[str, torch.Tensor], rows: torch.Tensor | None, ascent: bool
-    ) -> Any:
-        """f(x + δ) on the (sub-)batch. Ascent passes run with parameters frozen and the clean
-        embedding output detached: they only need ∂/∂δ, so they save far less for backward."""
-
-        def run(delta: torch.Tensor) -> torch.Tensor:
-            with self.hook.perturbed(delta, rows, detach=ascent):
-                if ascent:
-                    with frozen(self.model):
-                        return self.model(**inputs).logits  # type: ignore[no-any-return]
-                return self.model(**inputs).logits  # type: ignore[no-any-return]
-
-        return run
-
-    def penalty(
-        self,
-        inputs: dict[str, torch.Tensor],
-        logits: torch.Tensor,
-        labels: torch.Tensor | None = None,
-    ) -> torch.Tensor | None:
-        """Unweighted R_s, or None when the ascent gradient was not finite (counted, skipped).
-        With `labels`, the label-adversarial term instead (ALICE): the ascent and the value use
-        the task loss against the gold labels rather than the divergence from the clean output.
-        After `prepare` (low-memory mode) it returns the prepared value instead."""
-        if self._prepared is not None:
-            return self._prepared_value(logits)
-        found = self._estimate(inputs, logits, labels)
-        if found is None:
-            return None
-        inputs, logits, rows, labels, delta, mask = found
-        perturbed = self._forward(inputs, rows, ascent=False)(delta)
-        value = self._value(perturbed, logits, labels)
-        self._record(value, delta, mask)
-        return value
-
-    def _estimate(
-        self, inputs: dict[str, torch.Tensor], logits: torch.Tensor, labels: torch.Tensor | None
-    ) -> Estimate | None:
-        """The rows regularized (fast mode) and the ascent's δ for them, or None if skipped."""
-        cfg = self.config
-        generator = self.generator(logits.device)
-        inputs, logits, rows = random_rows(inputs, logits, cfg.smart_fraction, generator)
-        if labels is not None and rows is not None:
-            labels = labels[rows]
-        input_ids = inputs["input_ids"]
-        mask = inputs.get("attention_mask", torch.ones_like(input_ids))
-        mask = mask.unsqueeze(-1).float()
-        shape = (*input_ids.shape, self.hook.dim)
-        start = torch.randn(shape, generator=generator, device=generator.device)
-        target, inner = logits.detach(), self.inner_loss
-
-        def inner_loss(out: torch.Tensor) -> torch.Tensor:
-            if labels is not None:
-                return task_loss(out, labels, self.regression)
-            return divergence(inner, out, target)
-
-        delta = ascend(
-            self._forward(inputs, rows, ascent=True),
-            start * cfg.smart_noise_std,
-            mask,
-            inner_loss,
-            steps=cfg.smart_steps,
-            step_size=cfg.smart_step_size,
-            projection=cfg.smart_projection,
-            eps=cfg.smart_eps,
-            kind=cfg.smart_norm,
-            scope=cfg.smart_norm_scope,
-        )
-        if delta is None:
-            self.skipped += 1
-            self.last = {"smart_skipped": 1.0}
-            return None
-        return Estimate(inputs, logits, rows, labels, delta, mask)
-
-    def _value(
-        self, perturbed: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor | None
-    ) -> torch.Tensor:
-        """ℓ_s(f(x + δ), f(x)), or the task loss of f(x + δ) against the gold labels."""
-        if labels is not None:
-            return task_loss(perturbed, labels, self.regression)
-        return divergence(outer_divergence(self.regression), perturbed, logits)
-
-    def _record(self, value: torch.Tensor, delta: torch.Tensor, mask: torch.Tensor) -> None:
-        sizes = norm(delta, self.config.smart_norm, "token").squeeze(-1)
-        token_mask = mask.squeeze(-1) > 0
-        self.last = {
-            "smart_rs": float(value.detach()),
-            "smart_skipped": 0.0,
-            "smart_delta_norm": float(sizes[token_mask].mean()) if token_mask.any() else 0.0,
-        }
-
-    def prepare(
-        self,
-        inputs: dict[str, torch.Tensor],
-        backward: Callable[[torch.Tensor], None],
-        weight: float,
-    ) -> None:
-        """Low-memory mode, before the clean forward: a clean pass without a graph gives the
-        target, then the ascent and the adversarial branch run and `weight`·R_s is
-        back-propagated (through the loop's `backward`), so no two graphs are ever alive at
-        once. R_s's gradient with respect to the clean logits is kept for the clean backward
-        (`penalty` then returns a value that carries it), and the generators are rewound so
-        the loop's clean forward draws the same dropout masks as the pass here. The sum is the
-        exact SMART gradient, for one more forward (a clean one without a graph)."""
-        self.hook.clear()
-        device = inputs["input_ids"].device
-        before = rng_state(device)
-        with torch.no_grad():
-            clean = self.model(**inputs).logits
-        found = self._estimate(inputs, clean, None)
-        result: Prepared | None = None
-        if found is not None:
-            inputs, clean, rows, _, delta, mask = found
-            perturbed = self._forward(inputs, rows, ascent=False)(delta)
-            leaf = clean.detach().requires_grad_(True)
-            value = self._value(perturbed, leaf, None)
-            (grad,) = torch.autograd.grad(value, leaf, retain_graph=True)
-            backward(weight * value)
-            self._record(value, delta, mask)
-            result = (rows, grad, value.detach())
-        self._prepared = (result, rng_state(device))
-        set_rng_state(before, device)
-
-    def _prepared_value(self, logits: torch.Tensor) -> torch.Tensor | None:
-        """R_s's value with its gradient with respect to these (replayed) clean logits; puts
-        the generators where the straightforward order would leave them."""
-        assert self._prepared is not None
-        result, after = self._prepared
-        self._prepared = None
-        set_rng_state(after, logits.device)
-        if result is None:
-            return None
-        rows, grad, value = result
-        part = logits if rows is None else logits[rows]
-        return value + ((part - part.detach()) * grad).sum()
-
-    def __call__(self, inputs: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
-        """λ_s · R_s (a zero tensor when the term is off or was skipped)."""
-        if self.config.smart_lambda == 0:
-            return logits.new_zeros(())
-        value = self.penalty(model_inputs(inputs), logits)
-        self.hook.clear()
-        if value is None:
-            return logits.new_zeros(())
-        return self.config.smart_lambda * value
-
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"skipped": self.skipped}
-        if self._generator is not None:
-            state["generator"] = self._generator.get_state()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.skipped = int(state.get("skipped", 0))
-        if "generator" in state:
-            generator = self.generator(
-                torch.device("cpu") if self._generator is None else self._generator.device
-            )
-            generator.set_state(state["generator"])
-
-    def close(self) -> None:
-        self.hook.remove()
 
 
 def check_low_memory(config: SmartConfig, info: SetupInfo) -> None:
@@ -382,41 +38,31 @@ def check_low_memory(config: SmartConfig, info: SetupInfo) -> None:
         )
 
 
-def make_teacher(model: nn.Module, config: BregmanConfig, total_steps: int) -> MeanTeacher:
-    """The teacher the config describes; vanilla mode is momentum 0 (the previous iterate)."""
-    if config.bregman_mode == "vanilla":
-        return MeanTeacher(model, beta=0.0, beta_final=0.0)
-    warmup = math.ceil(config.bregman_warmup_ratio * total_steps)
-    return MeanTeacher(model, config.bregman_beta, config.bregman_beta_final, warmup)
-
-
-class Smart(Method):
+class Smart(Method[SmartConfig]):
     """R_s on word embeddings (λ_s) plus the mean-teacher Bregman term (μ)."""
 
     name: ClassVar[str] = "smart"
     summary: ClassVar[str] = "adversarial smoothness R_s + momentum Bregman proximal point (~3x)"
     config_classes: ClassVar[tuple[type, ...]] = (SmartConfig, BregmanConfig)
 
-    def __init__(self, configs: dict[type, Any]) -> None:
+    def __init__(self, configs: dict[type, Any] | None = None) -> None:
         super().__init__(configs)
-        self.smart: SmartConfig = configs.get(SmartConfig, SmartConfig())
-        self.bregman: BregmanConfig = configs.get(BregmanConfig, BregmanConfig())
+        self.bregman = self.settings(BregmanConfig)
         self.regularizer: SmartRegularizer | None = None
         self.teacher: MeanTeacher | None = None
         self.teacher_rows: torch.Generator | None = None  # fast mode's row draws for the teacher
         self.kind = "sym_kl"
-        self.last: dict[str, float] = {}
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
-        self.kind = outer_divergence(info.regression)
+        self.kind = output_divergence(info.regression)
         if self.bregman.bregman_mu > 0:  # copy the model before the regularizer hooks it
             self.teacher = make_teacher(model, self.bregman, info.total_steps)
             device = next(model.parameters()).device
             self.teacher_rows = info.generator(device, 3, per_process=True)
-        if self.smart.smart_lambda > 0:
-            check_low_memory(self.smart, info)
+        if self.config.smart_lambda > 0:
+            check_low_memory(self.config, info)
             seed = info.stream_seed(0, per_process=True)
-            self.regularizer = SmartRegularizer(model, self.smart, info.regression, seed)
+            self.regularizer = SmartRegularizer(model, self.config, info.regression, seed)
 
     def loss_terms(
         self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor
@@ -429,7 +75,7 @@ class Smart(Method):
             self.regularizer.hook.clear()
             self.last.update(self.regularizer.last)
             if value is not None:
-                terms["loss_smart"] = self.smart.smart_lambda * value
+                terms["loss_smart"] = self.config.smart_lambda * value
         if self.teacher is not None:
             assert self.teacher_rows is not None
             rows = random_rows(inputs, logits, self.bregman.bregman_fraction, self.teacher_rows)
@@ -445,15 +91,12 @@ class Smart(Method):
         batch: dict[str, torch.Tensor],
         backward: Callable[[torch.Tensor], None],
     ) -> None:
-        if self.regularizer is not None and self.smart.smart_low_memory:
-            self.regularizer.prepare(model_inputs(batch), backward, self.smart.smart_lambda)
+        if self.regularizer is not None and self.config.smart_low_memory:
+            self.regularizer.prepare(model_inputs(batch), backward, self.config.smart_lambda)
 
     def after_step(self, model: nn.Module) -> None:
         if self.teacher is not None:
             self.teacher.update(model)
-
-    def log_values(self) -> dict[str, float]:
-        return dict(self.last)
 
     def counters(self) -> dict[str, int]:
         return {"smart_skipped_total": self.regularizer.skipped if self.regularizer else 0}

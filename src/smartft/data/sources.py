@@ -1,0 +1,101 @@
+"""Where a run's data comes from: a registered task under --data_dir, or the user's own files.
+Everything is read and validated here, before a run writes anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from smartft.config import TrainConfig
+from smartft.data.dataset import Examples, infer_labels, load_examples, read_split, to_examples
+from smartft.data.tasks import TaskSpec, get_task
+from smartft.errors import ConfigError
+
+
+def custom_task(cfg: TrainConfig) -> TaskSpec:
+    """A task made from --train_file/--validation_file/--test_file; labels inferred later."""
+    if not cfg.text_columns:
+        raise ConfigError("custom data needs --text_columns (one or two comma-separated names)")
+    columns = tuple(c.strip() for c in cfg.text_columns.split(",") if c.strip())
+    if not 1 <= len(columns) <= 2:
+        raise ConfigError(f"--text_columns: expected one or two names, got {cfg.text_columns!r}")
+    files = {
+        split: str(Path(f).resolve())
+        for split, f in (
+            ("train", cfg.train_file),
+            ("validation", cfg.validation_file),
+            ("test", cfg.test_file),
+        )
+        if f
+    }
+    labels: tuple[str, ...] | None = None if cfg.problem_type == "regression" else ()
+    return TaskSpec(
+        name="custom",
+        files=files,
+        text_columns=columns,
+        label_column=cfg.label_column,
+        labels=labels,
+        metrics=("accuracy",),
+        fmt="",
+        id_column=None,
+        submission={"test": "predictions.tsv"} if cfg.test_file else {},
+    )
+
+
+def with_metrics(spec: TaskSpec, labels: tuple[str, ...] | None) -> TaskSpec:
+    """Custom tasks: fix the label set and pick metrics that suit it."""
+    if labels is None:
+        return replace(spec, labels=None, metrics=("pearson", "spearman"))
+    return replace(
+        spec, labels=labels, metrics=("accuracy", "f1") if len(labels) == 2 else ("accuracy",)
+    )
+
+
+def resolve_task(cfg: TrainConfig) -> TaskSpec:
+    custom = cfg.train_file or cfg.validation_file or cfg.test_file
+    if cfg.task_name and custom:
+        raise ConfigError("give either --task_name (with --data_dir) or custom files, not both")
+    if cfg.task_name:
+        if not cfg.data_dir:
+            raise ConfigError(
+                f"--task_name {cfg.task_name} needs --data_dir (e.g. ../shared/data/glue)"
+            )
+        return get_task(cfg.task_name)
+    if custom:
+        return custom_task(cfg)
+    raise ConfigError(
+        "no data: give --task_name and --data_dir, or --train_file and "
+        "--validation_file with --text_columns"
+    )
+
+
+def data_dir(cfg: TrainConfig) -> Path | None:
+    return Path(cfg.data_dir) if cfg.data_dir else None
+
+
+@dataclass
+class TrainData:
+    spec: TaskSpec
+    train: Examples
+    eval: Examples | None
+
+
+def load_train_data(cfg: TrainConfig) -> TrainData:
+    """Read and validate every file the run needs before anything is written."""
+    spec = resolve_task(cfg)
+    if "train" not in spec.files:
+        raise ConfigError(f"task {spec.name} has no training split")
+    path, rows = read_split(spec, "train", data_dir(cfg))
+    if spec.labels == () or spec.name == "custom":
+        spec = with_metrics(
+            spec, infer_labels(path, rows, spec.label_column or "label", cfg.problem_type)
+        )
+    train = to_examples(spec, "train", path, rows, require_labels=True)
+    evaluation = None
+    if spec.eval_split in spec.files:
+        evaluation = load_examples(spec, spec.eval_split, data_dir(cfg))
+    return TrainData(
+        spec,
+        train.sample(cfg.train_fraction, cfg.data_seed).head(cfg.max_train_samples),
+        evaluation.head(cfg.max_eval_samples) if evaluation else None,
+    )

@@ -1,0 +1,105 @@
+"""Saved models at work: `smartft eval` (metrics on a labeled split) and `smartft predict`
+(GLUE-style submission files)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+from smartft.config import TrainConfig
+from smartft.data.dataset import Collator, Examples, Features, load_examples, tokenize
+from smartft.data.sources import data_dir, resolve_task, with_metrics
+from smartft.data.tasks import TaskSpec
+from smartft.errors import ConfigError
+from smartft.evaluation import predict_outputs, score, to_predictions
+from smartft.modeling import labels_from_model
+from smartft.runtime import make_accelerator
+
+
+def load_for_inference(cfg: TrainConfig) -> tuple[TaskSpec, Any, Any, Any]:
+    """The task spec, accelerator, model and tokenizer for `eval` / `predict` on a saved model."""
+    accelerator = make_accelerator(cfg)
+    spec = resolve_task(cfg)
+    from transformers import AutoModelForSequenceClassification
+
+    from smartft.modeling import load_tokenizer, quiet_transformers, resolve_model_path
+
+    quiet_transformers()
+    path = resolve_model_path(cfg.model_name_or_path)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, local_files_only=True, trust_remote_code=cfg.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load a model from {path}: {err}") from None
+    if spec.name == "custom":
+        spec = with_metrics(spec, labels_from_model(model))
+    elif model.config.num_labels != spec.num_labels:
+        raise ConfigError(
+            f"the model at {path} has {model.config.num_labels} outputs but task "
+            f"{spec.name} needs {spec.num_labels}; was it trained on this task?"
+        )
+    tokenizer = load_tokenizer(path, cfg.trust_remote_code)
+    model = accelerator.prepare(model)
+    return spec, accelerator, model, tokenizer
+
+
+def _loader(
+    examples: Examples, tokenizer: Any, spec: TaskSpec, cfg: TrainConfig, accelerator: Any
+) -> Any:
+    features: Features = tokenize(examples, tokenizer, cfg.max_seq_length, spec.is_regression)
+    loader = DataLoader(
+        features,
+        batch_size=cfg.per_device_eval_batch_size,
+        collate_fn=Collator(tokenizer.pad_token_id or 0, spec.is_regression),
+    )
+    return accelerator.prepare(loader)
+
+
+def evaluate(cfg: TrainConfig, split: str | None) -> dict[str, Any]:
+    """Score a saved model on a labeled split of a task or custom file."""
+    spec, accelerator, model, tokenizer = load_for_inference(cfg)
+    split = split or spec.eval_split
+    examples = load_examples(spec, split, data_dir(cfg)).head(cfg.max_eval_samples)
+    loader = _loader(examples, tokenizer, spec, cfg, accelerator)
+    outputs, labels = predict_outputs(model, loader, accelerator, sys.stderr.isatty())
+    assert labels is not None
+    return {
+        "task": spec.name,
+        "split": split,
+        "examples": len(examples),
+        **score(spec, outputs, labels),
+    }
+
+
+def predict(cfg: TrainConfig, split: str | None) -> list[Path]:
+    """Write GLUE-style submission files (`index<TAB>prediction`) for the test split(s)."""
+    spec, accelerator, model, tokenizer = load_for_inference(cfg)
+    splits = [split] if split else list(spec.submission)
+    if not splits:
+        raise ConfigError(f"task {spec.name} has no test split; pass --split or --test_file")
+    out = Path(cfg.output_dir or ".")
+    written = []
+    for name in splits:
+        examples = load_examples(spec, name, data_dir(cfg), require_labels=False)
+        loader = _loader(examples, tokenizer, spec, cfg, accelerator)
+        outputs, _ = predict_outputs(model, loader, accelerator, sys.stderr.isatty())
+        predictions = to_predictions(outputs, spec.is_regression)
+        if spec.is_regression:
+            values = [f"{p:.3f}" for p in predictions]
+        else:
+            assert spec.labels is not None
+            values = [spec.labels[int(p)] for p in predictions]
+        target = out / spec.submission.get(name, f"{spec.name}-{name}.tsv")
+        if accelerator.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            lines = [
+                "index\tprediction",
+                *(f"{i}\t{v}" for i, v in zip(examples.ids, values, strict=True)),
+            ]
+            target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        written.append(target)
+    return written

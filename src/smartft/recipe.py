@@ -1,0 +1,423 @@
+"""The fine-tuning recipe: `smartft train` as a short class over the library.
+
+Set-up (data, model and optimizer, method, resume state), the loop, evaluation, checkpoints and the
+end of the run are each one named method; `train` is the loop and reads top to bottom. The recipe
+knows no method: each step runs the clean forward, adds the method's named loss terms to the task
+loss, steps, and tells the method that an update happened (`smartft.step.train_step`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from smartft import checkpoint
+from smartft.config import RunConfig, write_yaml
+from smartft.data.dataset import BatchSampler, Collator, tokenize
+from smartft.data.sources import load_train_data
+from smartft.errors import TrainingError
+from smartft.evaluation import predict_outputs, score
+from smartft.events import EventLog, format_metrics
+from smartft.methods import Method, SetupInfo, get_method
+from smartft.metrics import is_better, json_safe
+from smartft.modeling import load_model
+from smartft.optim import make_optimizer, make_scheduler
+from smartft.output import prepare_output_dir
+from smartft.runtime import make_accelerator, mean_over_processes, replica_checksums, say
+from smartft.step import StepOutput, train_step
+
+Batch = dict[str, torch.Tensor]
+
+
+class FineTuneRecipe:
+    """One training run of `smartft train`: build it from a RunConfig, then call `train()`."""
+
+    def __init__(self, run: RunConfig) -> None:
+        from accelerate.utils import set_seed
+
+        self.run, self.cfg = run, run.train
+        self.accelerator = make_accelerator(self.cfg)
+        self.main = self.accelerator.is_main_process
+        set_seed(self.cfg.seed)
+        self.setup_data()
+        self.setup_model()
+        self.setup_method()
+        self.setup_state()
+
+    # ------------------------------------------------------------------------- set-up
+
+    def setup_data(self) -> None:
+        """Read and check every input before anything is written."""
+        self.data = load_train_data(self.cfg)
+        self.spec = self.data.spec
+        self.out = prepare_output_dir(self.cfg)
+        self.resume = checkpoint.resolve_resume(self.cfg.resume_from_checkpoint, self.out)
+
+    def setup_model(self) -> None:
+        """Model and tokenizer, batches, optimizer and schedule, all prepared by accelerate."""
+        cfg, spec = self.cfg, self.spec
+        model, self.tokenizer = load_model(cfg.model_name_or_path, spec, cfg.trust_remote_code)
+        self.collator = Collator(self.tokenizer.pad_token_id or 0, spec.is_regression)
+        self.features = tokenize(
+            self.data.train, self.tokenizer, cfg.max_seq_length, spec.is_regression
+        )
+        self.sampler = BatchSampler(
+            self.features.lengths,
+            cfg.per_device_train_batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            group_by_length=cfg.group_by_length,
+        )
+        loader = DataLoader(self.features, batch_sampler=self.sampler, collate_fn=self.collator)
+        betas = (cfg.adam_beta1, cfg.adam_beta2)
+        optimizer = make_optimizer(
+            model, cfg.learning_rate, cfg.weight_decay, betas, cfg.adam_epsilon
+        )
+        self.model, self.optimizer, self.train_loader = self.accelerator.prepare(
+            model, optimizer, loader
+        )
+        self.eval_loader = self.make_eval_loader()
+        # accelerate also steps on an epoch's last, partial accumulation window: round up
+        self.updates_per_epoch = math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps)
+        epochs_total = math.ceil(cfg.num_train_epochs * self.updates_per_epoch)
+        self.total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, epochs_total)
+        self.scheduler = make_scheduler(
+            self.optimizer, self.total_steps, cfg.warmup_ratio, cfg.lr_scheduler_type
+        )
+        self.unwrapped: torch.nn.Module = self.accelerator.unwrap_model(self.model)
+
+    def make_eval_loader(self) -> Any:
+        if self.data.eval is None:
+            return None
+        cfg, spec = self.cfg, self.spec
+        features = tokenize(self.data.eval, self.tokenizer, cfg.max_seq_length, spec.is_regression)
+        loader = DataLoader(
+            features, batch_size=cfg.per_device_eval_batch_size, collate_fn=self.collator
+        )
+        return self.accelerator.prepare(loader)
+
+    def setup_method(self) -> None:
+        self.method: Method[Any] = get_method(self.cfg.method)(self.run.methods)
+        info = SetupInfo(
+            self.total_steps,
+            self.spec.is_regression,
+            self.cfg.seed,
+            self.accelerator.process_index,
+            self.unshuffled_batches,
+            self.accelerator.num_processes,
+        )
+        self.method.setup(self.unwrapped, info)
+
+    def unshuffled_batches(self) -> Iterator[Batch]:
+        """A fresh pass over the training set in file order, on the model's device."""
+        loader = DataLoader(
+            self.features, batch_size=self.cfg.per_device_train_batch_size, collate_fn=self.collator
+        )
+        device = self.accelerator.device
+        return ({k: v.to(device) for k, v in b.items()} for b in loader)
+
+    def setup_state(self) -> None:
+        """Loop position, best weights and the event log: fresh, or restored from a checkpoint."""
+        self.loop = checkpoint.LoopState()
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.rng: dict[str, Any] | None = None
+        if self.main:
+            for path in checkpoint.remove_leftovers(self.out):
+                say(self.accelerator, f"removed the leftover of an interrupted checkpoint: {path}")
+            if self.resume is None:  # a fresh run: an older run's checkpoints must not resume
+                for path in checkpoint.complete_checkpoints(self.out):
+                    shutil.rmtree(path)
+        self.accelerator.wait_for_everyone()
+        if self.resume is not None:
+            self.restore(self.resume)
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_yaml(self.out / "config.yaml", self.run.flat())
+        self.log = EventLog(
+            self.out / "metrics.jsonl" if self.main else None,
+            keep_until=self.loop.step if self.resume else None,
+        )
+        tty = sys.stderr.isatty() if self.cfg.disable_tqdm is None else not self.cfg.disable_tqdm
+        self.show = self.main and tty
+        self.step_times: list[float] = []
+
+    def restore(self, folder: Path) -> None:
+        self.loop, self.best_state, self.rng = checkpoint.load(
+            folder,
+            self.unwrapped,
+            self.optimizer,
+            self.scheduler,
+            self.method,
+            self.accelerator.process_index,
+        )
+        best_is_current = self.loop.best_step == self.loop.step
+        if self.best_state is None and best_is_current and self.cfg.load_best_model_at_end:
+            self.best_state = self.current_weights()
+        say(self.accelerator, f"resuming from {folder} at update {self.loop.step}")
+
+    # ------------------------------------------------------------------------- the loop
+
+    def train(self) -> dict[str, Any]:
+        """Fine-tune, evaluate, save; returns what `all_results.json` holds."""
+        loop, cfg = self.loop, self.cfg
+        self.announce()
+        self.model.train()
+        progress = tqdm(
+            total=self.total_steps, initial=loop.step, desc="train", disable=not self.show
+        )
+        started = self.step_start = time.perf_counter()
+        while loop.step < self.total_steps:
+            for index, batch in self.epoch_batches():
+                loop.batch = index + 1
+                out = train_step(
+                    self.model,
+                    self.unwrapped,
+                    batch,
+                    self.method,
+                    self.accelerator,
+                    self.optimizer,
+                    cfg.max_grad_norm,
+                    self.spec.is_regression,
+                )
+                loss = self.accumulate(out)
+                if not self.accelerator.sync_gradients:
+                    continue
+                self.complete_update(out, loss)
+                progress.update(1)
+                position = loop.epoch + (index + 1) / len(self.train_loader)
+                self.log_train(position, progress)
+                if self.due_evaluation(every_epoch=False):
+                    self.evaluate(position)
+                if cfg.save_strategy == "steps" and loop.step % cfg.save_steps == 0:
+                    self.save_checkpoint()
+                checkpoint.fault_point("update", loop.step)
+                if loop.step >= self.total_steps:
+                    break
+            else:  # the epoch ran to its end
+                self.end_epoch()
+        progress.close()
+        return self.finish(time.perf_counter() - started)
+
+    def announce(self) -> None:
+        train, evaluation = len(self.data.train), len(self.data.eval) if self.data.eval else 0
+        say(
+            self.accelerator,
+            f"{self.spec.name}: {train} training examples, {evaluation} for evaluation; "
+            f"{self.total_steps} updates; method {self.method.name}",
+        )
+
+    def epoch_batches(self) -> Iterator[tuple[int, Batch]]:
+        """The current epoch's batches from where the loop stands (mid-epoch after a resume)."""
+        # accelerate sets the sampler's epoch from its own pass counter at every pass (so that
+        # counter must hold our epoch), but its multi-process shard does not pass it on: set both
+        self.train_loader.set_epoch(self.loop.epoch)
+        self.sampler.set_epoch(self.loop.epoch)
+        self.sampler.skip = self.loop.batch
+        batches = iter(self.train_loader)
+        first = next(batches, None)  # creating the iterator draws from the global RNG ...
+        if self.rng is not None:  # ... so a resumed run restores its RNG only after that
+            checkpoint.restore_rng(self.rng)
+            self.rng = None
+        stream = batches if first is None else itertools.chain([first], batches)
+        return enumerate(stream, start=self.loop.batch)
+
+    def accumulate(self, out: StepOutput) -> float:
+        """Add this micro-batch's losses and the method's diagnostics to the logging window."""
+        values = {
+            "loss": float(out.loss.detach()),
+            "task_loss": float(out.task_loss.detach()),
+            **{k: float(v.detach()) for k, v in out.terms.items()},
+            **self.method.log_values(),
+        }
+        for name, value in values.items():
+            self.loop.window[name] = self.loop.window.get(name, 0.0) + value
+        self.loop.window_batches += 1
+        return values["loss"]
+
+    def complete_update(self, out: StepOutput, loss: float) -> None:
+        """Count the update, step the schedule, tell the method (or count a skipped update)."""
+        loop = self.loop
+        loop.step += 1
+        self.scheduler.step()
+        if out.finite:
+            self.method.after_step(self.unwrapped)
+            loop.consecutive_skips = 0
+            loop.last_finite_loss, loop.last_finite_step = loss, loop.step
+        else:
+            self.skip_update(loss, out.grad_norm)
+        now = time.perf_counter()
+        self.step_times.append(now - self.step_start)
+        self.step_start = now
+
+    def log_train(self, position: float, progress: Any) -> None:
+        """Every --logging_steps updates (and at the last): the window's averages."""
+        loop, cfg = self.loop, self.cfg
+        if loop.step % cfg.logging_steps != 0 and loop.step != self.total_steps:
+            return
+        averages = mean_over_processes(
+            self.accelerator, {k: v / loop.window_batches for k, v in loop.window.items()}
+        )
+        self.log.write(
+            {
+                "event": "train",
+                "step": loop.step,
+                "epoch": round(position, 4),
+                "learning_rate": self.scheduler.get_last_lr()[0],
+                "step_time_s": statistics.median(self.step_times[-cfg.logging_steps :]),
+                **averages,
+            }
+        )
+        progress.set_postfix(loss=f"{averages['loss']:.4f}")
+        loop.window, loop.window_batches = {}, 0
+
+    def end_epoch(self) -> None:
+        self.loop.epoch, self.loop.batch = self.loop.epoch + 1, 0
+        if self.due_evaluation(every_epoch=self.cfg.eval_strategy == "epoch"):
+            self.evaluate(float(self.loop.epoch))
+        if self.cfg.save_strategy == "epoch" and self.loop.step < self.total_steps:
+            self.save_checkpoint()
+
+    def skip_update(self, loss: float, grad_norm: float) -> None:
+        """Count a skipped (non-finite) update; after too many in a row, checkpoint and stop."""
+        loop = self.loop
+        loop.skipped_updates += 1
+        loop.consecutive_skips += 1
+        self.log.write({"event": "skip", "step": loop.step, "loss": loss, "grad_norm": grad_norm})
+        say(self.accelerator, f"update {loop.step} skipped: loss {loss}, gradient norm {grad_norm}")
+        if loop.consecutive_skips < self.cfg.max_consecutive_skips:
+            return
+        saved = self.save_checkpoint()
+        last = (
+            f"the last finite loss was {loop.last_finite_loss:.6g} at update "
+            f"{loop.last_finite_step}"
+            if loop.last_finite_loss is not None
+            else "no update had a finite loss"
+        )
+        raise TrainingError(
+            f"stopped at update {loop.step}: {loop.consecutive_skips} updates in a row had a "
+            f"non-finite loss or gradient norm; {last}. Checkpoint: {saved}. Try a lower "
+            "--learning_rate, or check the data and the method's settings"
+        )
+
+    # ------------------------------------------------------------------------- evaluation
+
+    def due_evaluation(self, every_epoch: bool) -> bool:
+        cfg, step = self.cfg, self.loop.step
+        return (
+            self.eval_loader is not None
+            and cfg.eval_strategy != "no"
+            and (every_epoch or (cfg.eval_steps > 0 and step % cfg.eval_steps == 0))
+            and self.loop.evaluated_at[-1:] != [step]
+        )
+
+    def evaluate(self, position: float) -> None:
+        """Score the dev split, log it, and keep the weights if they are the best so far."""
+        metrics = self.dev_metrics()
+        loop, main_metric = self.loop, self.spec.main_metric
+        loop.evaluated_at.append(loop.step)
+        self.log.write(
+            {
+                "event": "eval",
+                "step": loop.step,
+                "epoch": round(position, 4),
+                **{f"eval_{k}": v for k, v in metrics.items()},
+            }
+        )
+        say(self.accelerator, f"step {loop.step} (epoch {position:.2f}): {format_metrics(metrics)}")
+        if is_better(metrics[main_metric], loop.best_metric):
+            loop.best_metric, loop.best_step = metrics[main_metric], loop.step
+            if self.cfg.load_best_model_at_end:
+                self.best_state = self.current_weights()
+
+    def dev_metrics(self) -> dict[str, float]:
+        outputs, labels = predict_outputs(self.model, self.eval_loader, self.accelerator, self.show)
+        assert labels is not None
+        return score(self.spec, outputs, labels)
+
+    def current_weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.unwrapped.state_dict().items()}
+
+    # ------------------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self) -> Path:
+        path = checkpoint.save(
+            self.out,
+            self.loop,
+            self.unwrapped,
+            self.optimizer,
+            self.scheduler,
+            self.method,
+            self.best_state,
+            self.accelerator,
+            self.cfg.save_total_limit,
+        )
+        say(self.accelerator, f"checkpoint saved: {path}")
+        return path
+
+    # ------------------------------------------------------------------------- the end
+
+    def finish(self, runtime: float) -> dict[str, Any]:
+        """Evaluate the last update if needed, restore the best weights, save, report."""
+        if self.due_evaluation(every_epoch=True):
+            self.evaluate(self.loop.step / self.updates_per_epoch)
+        self.log.close()
+        if self.cfg.load_best_model_at_end and self.best_state is not None:
+            self.unwrapped.load_state_dict(self.best_state)
+        results = self.results(runtime)
+        if self.eval_loader is not None:
+            results.update({f"eval_{k}": v for k, v in self.dev_metrics().items()})
+        self.accelerator.wait_for_everyone()
+        if self.main:
+            if self.cfg.save_model:
+                model: Any = self.unwrapped
+                model.save_pretrained(self.out)
+                self.tokenizer.save_pretrained(self.out)
+            (self.out / "all_results.json").write_text(
+                json.dumps(json_safe(results), indent=2) + "\n", encoding="utf-8"
+            )
+        results["output_dir"] = str(self.out)
+        return results
+
+    def results(self, runtime: float) -> dict[str, Any]:
+        cfg, loop, times = self.cfg, self.loop, self.step_times
+        examples_seen = len(self.data.train) * len(times) / self.updates_per_epoch
+        results: dict[str, Any] = {
+            "task": self.spec.name,
+            "method": self.method.name,
+            "seed": cfg.seed,
+            "model": cfg.model_name_or_path,
+            "train_examples": len(self.data.train),
+            "eval_examples": len(self.data.eval) if self.data.eval else 0,
+            "train_steps": loop.step,
+            "train_runtime_s": round(runtime, 2),
+            "train_samples_per_second": round(examples_seen / max(runtime, 1e-9), 3),
+            "step_time_median_s": round(statistics.median(times), 5) if times else None,
+            "main_metric": self.spec.main_metric,
+            "best_step": loop.best_step,
+            "best_metric": loop.best_metric,
+            "skipped_updates": loop.skipped_updates,
+            "resumed_from": str(self.resume) if self.resume else None,
+            **self.method.counters(),
+        }
+        if self.accelerator.num_processes > 1:  # every process must hold the same model
+            results["replica_checksums"] = replica_checksums(
+                self.accelerator, self.unwrapped, self.method
+            )
+        return results
+
+
+def train(run: RunConfig) -> dict[str, Any]:
+    """Fine-tune, evaluate, save (`smartft train`); returns what `all_results.json` holds."""
+    return FineTuneRecipe(run).train()

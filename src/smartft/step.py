@@ -1,0 +1,54 @@
+"""One training step of any method: the code the recipe runs and `smartft bench` times."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from smartft.batch import model_inputs
+from smartft.losses import task_loss
+from smartft.methods import Method
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    task_loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+    grad_norm: float  # NaN on accumulation micro-steps, which clip nothing
+    finite: bool
+
+
+def train_step(
+    model: torch.nn.Module,
+    unwrapped: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    method: Method[Any],
+    accelerator: Any,
+    optimizer: torch.optim.Optimizer,
+    max_grad_norm: float,
+    regression: bool,
+) -> StepOutput:
+    """One micro-batch: clean forward, the method's terms, one backward, and when the accumulation
+    window closes, clipping and the update (skipped if the loss or gradient norm is not finite).
+    Shared by `train` and `smartft bench`, so the benchmark times exactly this code."""
+    with accelerator.accumulate(model):
+        method.before_forward(unwrapped, batch, accelerator.backward)
+        logits = model(**model_inputs(batch)).logits
+        loss_task = task_loss(logits, batch["labels"], regression)
+        terms = method.loss_terms(unwrapped, batch, logits)
+        loss = loss_task + sum(terms.values())
+        accelerator.backward(loss)
+        grad_norm, finite = math.nan, True
+        if accelerator.sync_gradients:
+            method.before_update(unwrapped)
+            limit = max_grad_norm if max_grad_norm > 0 else math.inf
+            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), limit))
+            finite = math.isfinite(grad_norm) and math.isfinite(float(loss.detach()))
+            if finite:
+                optimizer.step()
+        optimizer.zero_grad()
+    return StepOutput(loss, loss_task, terms, grad_norm, finite)
