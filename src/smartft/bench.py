@@ -163,19 +163,27 @@ def smartft_step(
 
     from smartft.methods import SetupInfo, get_method
     from smartft.optim import make_optimizer, make_scheduler
+    from smartft.precision import choose
     from smartft.step import train_step
 
     run = resolve({"method": variant.method, **variant.options}, yaml_name="bench variant")
     method = get_method(variant.method)(run.methods)
+    precision = choose(run.train.bf16, run.train.fp16, None, cuda=False)
     accelerator = Accelerator(cpu=True)
     optimizer = make_optimizer(model, LEARNING_RATE, WEIGHT_DECAY)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     scheduler = make_scheduler(optimizer, total_steps, 0.1, "linear")
-    method.setup(model, SetupInfo(total_steps, False, 0, train_batches=lambda: iter(batches)))
+    info = SetupInfo(
+        total_steps, False, 0, train_batches=lambda: iter(batches), precision=precision
+    )
+    with precision.autocast():
+        method.setup(model, info)
     prepared.train()
 
     def step(batch: dict[str, torch.Tensor]) -> None:
-        out = train_step(prepared, model, batch, method, accelerator, optimizer, 1.0, False)
+        out = train_step(
+            prepared, model, batch, method, accelerator, optimizer, 1.0, False, precision
+        )
         scheduler.step()
         if out.finite:
             method.after_step(model)
@@ -264,7 +272,14 @@ def make_step(
 
 
 def get_variant(name: str) -> Variant:
-    """A named variant, or `METHOD` / `METHOD:key=value;...` for any registered method."""
+    """A named variant, or `METHOD` / `METHOD:key=value;...` for any registered method; a
+    `@bf16` suffix runs a smartft variant in bfloat16 mixed precision."""
+    base, at, precision = name.partition("@")
+    if at:
+        variant = get_variant(base)
+        if variant.runner != "smartft" or precision != "bf16":
+            raise ConfigError(f"bench variant '{name}': only smartft variants take @bf16")
+        return Variant(name, "smartft", variant.method, {**variant.options, "bf16": True})
     if name in VARIANTS:
         return VARIANTS[name]
     method, _, rest = name.partition(":")
@@ -350,10 +365,13 @@ def summarize(setting: Setting, times: dict[str, list[float]]) -> list[dict[str,
     for name, values in times.items():
         median = statistics.median(values)
         quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [median] * 3
+        single, _, precision = name.partition("@")
+        float32 = statistics.median(times[single]) if precision and single in times else None
         rows.append(
             {
                 "variant": name,
                 "note": get_variant(name).note,
+                "ratio_to_float32": round(median / float32, 3) if float32 else None,
                 "median_s": round(median, 5),
                 "q1_s": round(quartiles[0], 5),
                 "q3_s": round(quartiles[2], 5),
@@ -450,7 +468,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"steps per variant{extra}\n\n"
     )
     memory = "peak_rss_mb" in result["rows"][0]
-    cols = ["variant", "median step s", "x plain", "examples/s"]
+    precision = any(r.get("ratio_to_float32") for r in result["rows"])
+    cols = ["variant", "median step s", "x plain", *(["x float32"] if precision else [])]
+    cols.append("examples/s")
     if memory:
         cols += ["peak RSS MB", "peak x plain", "in-step MB x plain"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -459,6 +479,11 @@ def markdown(result: dict[str, Any]) -> str:
             r["variant"],
             f"{r['median_s']:.4f}",
             f"{r['ratio_to_plain']:.2f}" if r["ratio_to_plain"] is not None else "-",
+            *(
+                [f"{r['ratio_to_float32']:.2f}" if r.get("ratio_to_float32") else "-"]
+                if precision
+                else []
+            ),
             f"{r['examples_per_s']:.1f}",
         ]
         if memory:
@@ -497,6 +522,18 @@ def run_bench(
     )
     (out / f"{name}.md").write_text(text, encoding="utf-8")
     return summary
+
+
+def with_precisions(variants: list[str], precisions: list[str]) -> list[str]:
+    """Every variant in float32 (if asked) and each smartft variant again in bf16."""
+    wanted = [p.strip() for p in precisions if p.strip()]
+    unknown = set(wanted) - {"float32", "bf16"}
+    if unknown or not wanted:
+        raise ConfigError(f"--precisions: expected float32 and/or bf16, got {precisions}")
+    out = list(variants) if "float32" in wanted else []
+    if "bf16" in wanted:
+        out += [f"{v}@bf16" for v in variants if get_variant(v).runner == "smartft"]
+    return out
 
 
 def installed(variant: str) -> bool:

@@ -32,6 +32,7 @@ COMPLETE = "COMPLETE"
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best_model.safetensors"
 WEIGHTS_FILE = "model.safetensors"
+SCALER_FILE = "scaler.pt"
 
 
 class CheckpointError(SmartftError):
@@ -54,6 +55,8 @@ class LoopState:
     consecutive_skips: int = 0
     last_finite_loss: float | None = None
     last_finite_step: int | None = None
+    improved_at: int | None = None  # the last evaluation that beat the best by the threshold
+    overflow_skips: int = 0  # fp16: updates the gradient scaler skipped
 
 
 def fault_point(name: str, value: int) -> None:
@@ -156,6 +159,7 @@ def save(
     best_state: dict[str, torch.Tensor] | None,
     accelerator: Any,
     limit: int | None,
+    scaler: Any = None,
 ) -> Path:
     """Write `checkpoint-<step>` atomically; keep at most `limit` complete checkpoints."""
     final = out / f"{PREFIX}{loop.step}"
@@ -173,6 +177,8 @@ def save(
             torch.save(optimizer.state_dict(), temporary / "optimizer.pt")
             fault_point("checkpoint", loop.step)
             torch.save(scheduler.state_dict(), temporary / "scheduler.pt")
+            if scaler is not None:  # fp16's gradient scale
+                torch.save(scaler.state_dict(), temporary / SCALER_FILE)
             method.save(temporary)
             if best_state is not None and loop.best_step != loop.step:
                 save_file(
@@ -216,6 +222,7 @@ def load(
     scheduler: Any,
     method: Any,
     process_index: int,
+    scaler: Any = None,
 ) -> tuple[LoopState, dict[str, torch.Tensor] | None, dict[str, Any]]:
     """Restore weights, optimizer, scheduler and method in place; returns the loop state, the
     best weights (if stored) and this process's RNG state (to restore once the data iterator
@@ -224,6 +231,8 @@ def load(
         load_model(model, str(folder / WEIGHTS_FILE))
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+        if scaler is not None and (folder / SCALER_FILE).is_file():
+            scaler.load_state_dict(torch.load(folder / SCALER_FILE, weights_only=True))
         method.load(folder)
         loop = LoopState(**json.loads((folder / STATE_FILE).read_text(encoding="utf-8")))
         best = load_file(str(folder / BEST_FILE)) if (folder / BEST_FILE).is_file() else None

@@ -123,6 +123,12 @@ def _add_bench(commands: Any) -> None:
         help="comma-separated; plain, trainer, smart-rs, smart, smart-low-memory, smart-fast, "
         "smart-pytorch, or METHOD[:key=value;...] (default: all named ones that are installed)",
     )
+    bench.add_argument(
+        "--precisions",
+        default="float32",
+        help="float32 and/or bf16, comma-separated: each smartft variant in each (bf16 rows "
+        "show their ratio to the same variant in float32)",
+    )
     bench.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
     bench.add_argument("--steps", type=int, default=3, help="timed steps per repetition")
@@ -158,6 +164,7 @@ def _bench(args: argparse.Namespace) -> int:
             raise SmartftError(
                 f"bench variant {name}: smart-pytorch is not installed (`make bench-deps`)"
             )
+    variants = bench.with_precisions(variants, args.precisions.split(","))
     settings = bench.plan(
         [m.strip() for m in args.models.split(",") if m.strip()],
         [int(n) for n in args.seq_lengths.split(",")],

@@ -159,12 +159,56 @@ class TrainConfig:
             "use a random fraction of the training data (low-resource runs), drawn with data_seed"
         ),
     )
+    holdout_fraction: float = field(
+        default=0.0,
+        metadata=option(
+            "hold out this random fraction of the training set (drawn with data_seed + 1) and "
+            "evaluate on it instead of the dev split: choose settings on training data, report "
+            "dev once"
+        ),
+    )
     data_seed: int = field(
         default=42,
         metadata=option("seed of the --train_fraction subset (the same for every method and seed)"),
     )
     max_eval_samples: int | None = field(
         default=None, metadata=option("use only the first N evaluation examples")
+    )
+    bf16: bool = field(
+        default=False,
+        metadata=option(
+            "bfloat16 mixed precision: forward passes under autocast, weights, optimizer state "
+            "and losses in float32 (CPUs with AVX-512 bf16 / AMX, and GPUs)"
+        ),
+    )
+    fp16: bool = field(
+        default=False,
+        metadata=option("float16 mixed precision with a dynamic gradient scaler (CUDA GPUs only)"),
+    )
+    tf32: bool | None = field(
+        default=None,
+        metadata=option("TensorFloat-32 matrix products on NVIDIA Ampere or newer (GPU only)"),
+    )
+    report_to: str = field(
+        default="none",
+        metadata=option(
+            "experiment trackers to log to as well as metrics.jsonl, comma-separated "
+            "(tensorboard, wandb, mlflow, ... as accelerate supports them; 'all': every "
+            "installed one; 'none')"
+        ),
+    )
+    logging_dir: str | None = field(
+        default=None, metadata=option("where trackers write (default: OUTPUT_DIR/logs)")
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata=option(
+            "stop after this many evaluations in a row without improving the task's main "
+            "metric (by more than early_stopping_threshold); the best model is still restored"
+        ),
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata=option("smallest improvement that counts for early stopping")
     )
     num_threads: int | None = field(default=None, metadata=option("torch CPU threads"))
     tune_cpu_allocator: bool = field(
@@ -201,12 +245,24 @@ class TrainConfig:
             raise ConfigError(f"'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
         if not 0 < self.train_fraction <= 1:
             raise ConfigError(f"'train_fraction' must be in (0, 1], got {self.train_fraction}")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ConfigError(f"'holdout_fraction' must be in [0, 1), got {self.holdout_fraction}")
         if self.save_strategy == "steps" and self.save_steps < 1:
             raise ConfigError("save_strategy=steps needs 'save_steps' of at least 1")
         if self.max_consecutive_skips < 1:
             raise ConfigError("'max_consecutive_skips' must be at least 1")
         if self.eval_strategy == "steps" and self.eval_steps < 1:
             raise ConfigError("eval_strategy=steps needs 'eval_steps' of at least 1")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise ConfigError(
+                    "'early_stopping_patience' must be at least 1, got "
+                    f"{self.early_stopping_patience}"
+                )
+            if self.eval_strategy == "no":
+                raise ConfigError("early_stopping_patience needs evaluations (eval_strategy)")
+        if self.early_stopping_threshold < 0:
+            raise ConfigError("'early_stopping_threshold' must be ≥ 0")
 
 
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}

@@ -13,17 +13,23 @@ from tqdm.auto import tqdm
 from smartft.batch import model_inputs
 from smartft.data.tasks import TaskSpec
 from smartft.metrics import compute_metrics
+from smartft.precision import Precision
 
 
 def predict_outputs(
-    model: Any, loader: DataLoader[Any], accelerator: Any, show: bool
+    model: Any,
+    loader: DataLoader[Any],
+    accelerator: Any,
+    show: bool,
+    precision: Precision | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
-    """Logits (or scores) and labels over a loader, gathered across processes without duplicates."""
+    """Logits (or scores) and labels over a loader, gathered across processes without
+    duplicates; forward passes in the working precision, outputs in float64."""
     was_training = model.training
     model.eval()
     outputs: list[NDArray[np.float64]] = []
     labels: list[NDArray[np.float64]] = []
-    with torch.no_grad():
+    with torch.no_grad(), (precision or Precision()).autocast():
         for batch in tqdm(loader, desc="eval", leave=False, disable=not show):
             logits = model(**model_inputs(batch)).logits.float()
             if "labels" in batch:

@@ -4,24 +4,53 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from torch.utils.data import DataLoader
 
 from smartft.config import TrainConfig
-from smartft.data.dataset import Collator, Examples, Features, load_examples, tokenize
+from smartft.data.dataset import Collator, Examples, load_examples, tokenize
 from smartft.data.sources import data_dir, resolve_task, with_metrics
 from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
 from smartft.evaluation import predict_outputs, score, to_predictions
 from smartft.modeling import labels_from_model
+from smartft.precision import Precision
 from smartft.runtime import make_accelerator
 
 
-def load_for_inference(cfg: TrainConfig) -> tuple[TaskSpec, Any, Any, Any]:
+@dataclass
+class SavedModel:
+    """A saved model ready to score a task's examples."""
+
+    spec: TaskSpec
+    cfg: TrainConfig
+    accelerator: Any
+    precision: Precision
+    model: Any
+    tokenizer: Any
+
+    def outputs(self, examples: Examples) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+        """Logits (or scores) and, where the examples have them, labels."""
+        spec, cfg = self.spec, self.cfg
+        features = tokenize(examples, self.tokenizer, cfg.max_seq_length, spec.is_regression)
+        loader = DataLoader(
+            features,
+            batch_size=cfg.per_device_eval_batch_size,
+            collate_fn=Collator(self.tokenizer.pad_token_id or 0, spec.is_regression),
+        )
+        prepared = self.accelerator.prepare(loader)
+        show = sys.stderr.isatty()
+        return predict_outputs(self.model, prepared, self.accelerator, show, self.precision)
+
+
+def load_for_inference(cfg: TrainConfig) -> SavedModel:
     """The task spec, accelerator, model and tokenizer for `eval` / `predict` on a saved model."""
-    accelerator = make_accelerator(cfg)
+    accelerator, precision = make_accelerator(cfg)
     spec = resolve_task(cfg)
     from transformers import AutoModelForSequenceClassification
 
@@ -44,28 +73,16 @@ def load_for_inference(cfg: TrainConfig) -> tuple[TaskSpec, Any, Any, Any]:
         )
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
     model = accelerator.prepare(model)
-    return spec, accelerator, model, tokenizer
-
-
-def _loader(
-    examples: Examples, tokenizer: Any, spec: TaskSpec, cfg: TrainConfig, accelerator: Any
-) -> Any:
-    features: Features = tokenize(examples, tokenizer, cfg.max_seq_length, spec.is_regression)
-    loader = DataLoader(
-        features,
-        batch_size=cfg.per_device_eval_batch_size,
-        collate_fn=Collator(tokenizer.pad_token_id or 0, spec.is_regression),
-    )
-    return accelerator.prepare(loader)
+    return SavedModel(spec, cfg, accelerator, precision, model, tokenizer)
 
 
 def evaluate(cfg: TrainConfig, split: str | None) -> dict[str, Any]:
     """Score a saved model on a labeled split of a task or custom file."""
-    spec, accelerator, model, tokenizer = load_for_inference(cfg)
+    saved = load_for_inference(cfg)
+    spec = saved.spec
     split = split or spec.eval_split
     examples = load_examples(spec, split, data_dir(cfg)).head(cfg.max_eval_samples)
-    loader = _loader(examples, tokenizer, spec, cfg, accelerator)
-    outputs, labels = predict_outputs(model, loader, accelerator, sys.stderr.isatty())
+    outputs, labels = saved.outputs(examples)
     assert labels is not None
     return {
         "task": spec.name,
@@ -77,7 +94,8 @@ def evaluate(cfg: TrainConfig, split: str | None) -> dict[str, Any]:
 
 def predict(cfg: TrainConfig, split: str | None) -> list[Path]:
     """Write GLUE-style submission files (`index<TAB>prediction`) for the test split(s)."""
-    spec, accelerator, model, tokenizer = load_for_inference(cfg)
+    saved = load_for_inference(cfg)
+    spec = saved.spec
     splits = [split] if split else list(spec.submission)
     if not splits:
         raise ConfigError(f"task {spec.name} has no test split; pass --split or --test_file")
@@ -85,8 +103,7 @@ def predict(cfg: TrainConfig, split: str | None) -> list[Path]:
     written = []
     for name in splits:
         examples = load_examples(spec, name, data_dir(cfg), require_labels=False)
-        loader = _loader(examples, tokenizer, spec, cfg, accelerator)
-        outputs, _ = predict_outputs(model, loader, accelerator, sys.stderr.isatty())
+        outputs, _ = saved.outputs(examples)
         predictions = to_predictions(outputs, spec.is_regression)
         if spec.is_regression:
             values = [f"{p:.3f}" for p in predictions]
@@ -94,7 +111,7 @@ def predict(cfg: TrainConfig, split: str | None) -> list[Path]:
             assert spec.labels is not None
             values = [spec.labels[int(p)] for p in predictions]
         target = out / spec.submission.get(name, f"{spec.name}-{name}.tsv")
-        if accelerator.is_main_process:
+        if saved.accelerator.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
             lines = [
                 "index\tprediction",

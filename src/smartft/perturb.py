@@ -49,6 +49,13 @@ class EmbeddingHook:
             raise TypeError("the input embedding module has no weight")
         return int(weight.shape[-1])
 
+    def token_norms(self, ids: torch.Tensor, kind: str) -> torch.Tensor:
+        """Each token's word-embedding ∞- or L2-norm, [batch, length, 1] (no gradient)."""
+        weight = getattr(self.embeddings, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            raise TypeError("the input embedding module has no weight")
+        return norm(weight.detach()[ids].float(), kind, "token")
+
     def _version(self) -> int:
         weight = getattr(self.embeddings, "weight", None)
         return int(weight._version) if isinstance(weight, torch.Tensor) else -1
@@ -161,6 +168,17 @@ def frozen(model: nn.Module) -> Iterator[None]:
             param.requires_grad_(True)
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Dropout off inside (the model's training flag restored after)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def _reduce_dims(delta: torch.Tensor, scope: str) -> tuple[int, ...]:
     if scope == "token":
         return (-1,)
@@ -184,9 +202,13 @@ def normalize(grad: torch.Tensor, kind: str, scope: str) -> torch.Tensor:
     return grad / (norm(grad, kind, scope) + TINY)
 
 
-def project_ball(delta: torch.Tensor, eps: float, kind: str, scope: str) -> torch.Tensor:
+def project_ball(
+    delta: torch.Tensor, eps: float | torch.Tensor, kind: str, scope: str
+) -> torch.Tensor:
     """Projection onto {‖δ‖ ≤ ε}: a clip for ∞-norm, a rescale for L2 (the paper's method)."""
     if kind == "inf":  # per token or per example, the ∞-ball is the same box on every coordinate
+        if isinstance(eps, torch.Tensor):  # a radius per token
+            return torch.maximum(torch.minimum(delta, eps), -eps)
         return delta.clamp(-eps, eps)
     size = norm(delta, kind, scope)
     return delta * torch.clamp(eps / (size + TINY), max=1.0)
@@ -199,7 +221,7 @@ def renormalize_unit(delta: torch.Tensor, kind: str, scope: str) -> torch.Tensor
 
 
 def project(
-    delta: torch.Tensor, projection: str, eps: float, kind: str, scope: str
+    delta: torch.Tensor, projection: str, eps: float | torch.Tensor, kind: str, scope: str
 ) -> torch.Tensor:
     if projection == "ball":
         return project_ball(delta, eps, kind, scope)
@@ -215,21 +237,24 @@ def ascend(
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
     *,
     steps: int,
-    step_size: float,
+    step_size: float | torch.Tensor,
     projection: str,
-    eps: float,
+    eps: float | torch.Tensor,
     kind: str,
     scope: str,
+    scale: float = 1.0,
 ) -> torch.Tensor | None:
     """Projected gradient ascent on the perturbation only; None if a gradient is not finite.
 
     `forward(delta)` returns the model output with `delta` added to the word embeddings; only
     `delta` is differentiated (`torch.autograd.grad`), so no parameter gradient is accumulated.
+    `scale` multiplies the loss first (fp16's gradient scale, so that small gradients do not
+    underflow); the step uses the gradient's direction only, so it changes nothing else.
     """
     delta = start * mask
     for _ in range(steps):
         delta.requires_grad_(True)
-        loss = loss_fn(forward(delta))
+        loss = loss_fn(forward(delta)) * scale
         (grad,) = torch.autograd.grad(loss, delta)
         if not torch.isfinite(grad).all():
             return None

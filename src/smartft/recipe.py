@@ -34,7 +34,8 @@ from smartft.methods import Method, SetupInfo, get_method
 from smartft.metrics import is_better, json_safe
 from smartft.modeling import load_model
 from smartft.optim import make_optimizer, make_scheduler
-from smartft.output import prepare_output_dir
+from smartft.output import prepare_output_dir, tracker_config, write_model_card
+from smartft.precision import recorded_warnings
 from smartft.runtime import make_accelerator, mean_over_processes, replica_checksums, say
 from smartft.step import StepOutput, train_step
 
@@ -48,12 +49,13 @@ class FineTuneRecipe:
         from accelerate.utils import set_seed
 
         self.run, self.cfg = run, run.train
-        self.accelerator = make_accelerator(self.cfg)
-        self.main = self.accelerator.is_main_process
-        set_seed(self.cfg.seed)
-        self.setup_data()
-        self.setup_model()
-        self.setup_method()
+        with recorded_warnings() as self.warnings:  # told on screen and kept in the records
+            self.accelerator, self.precision = make_accelerator(self.cfg, trackers=True)
+            self.main = self.accelerator.is_main_process
+            set_seed(self.cfg.seed)
+            self.setup_data()
+            self.setup_model()
+            self.setup_method()
         self.setup_state()
 
     # ------------------------------------------------------------------------- set-up
@@ -117,8 +119,10 @@ class FineTuneRecipe:
             self.accelerator.process_index,
             self.unshuffled_batches,
             self.accelerator.num_processes,
+            self.precision,
         )
-        self.method.setup(self.unwrapped, info)
+        with self.precision.autocast():
+            self.method.setup(self.unwrapped, info)
 
     def unshuffled_batches(self) -> Iterator[Batch]:
         """A fresh pass over the training set in file order, on the model's device."""
@@ -149,6 +153,11 @@ class FineTuneRecipe:
             self.out / "metrics.jsonl" if self.main else None,
             keep_until=self.loop.step if self.resume else None,
         )
+        for message in self.warnings:
+            say(self.accelerator, f"warning: {message}")
+            if self.resume is None:  # a resumed log keeps the warnings it holds
+                self.log.write({"event": "warning", "step": 0, "message": message})
+        self.accelerator.init_trackers(self.out.name or "smartft", config=tracker_config(self.run))
         tty = sys.stderr.isatty() if self.cfg.disable_tqdm is None else not self.cfg.disable_tqdm
         self.show = self.main and tty
         self.step_times: list[float] = []
@@ -161,6 +170,7 @@ class FineTuneRecipe:
             self.scheduler,
             self.method,
             self.accelerator.process_index,
+            self.precision.scaler,
         )
         best_is_current = self.loop.best_step == self.loop.step
         if self.best_state is None and best_is_current and self.cfg.load_best_model_at_end:
@@ -178,7 +188,7 @@ class FineTuneRecipe:
             total=self.total_steps, initial=loop.step, desc="train", disable=not self.show
         )
         started = self.step_start = time.perf_counter()
-        while loop.step < self.total_steps:
+        while loop.step < self.total_steps and not self.patience_spent():
             for index, batch in self.epoch_batches():
                 loop.batch = index + 1
                 out = train_step(
@@ -190,6 +200,7 @@ class FineTuneRecipe:
                     self.optimizer,
                     cfg.max_grad_norm,
                     self.spec.is_regression,
+                    self.precision,
                 )
                 loss = self.accumulate(out)
                 if not self.accelerator.sync_gradients:
@@ -203,7 +214,7 @@ class FineTuneRecipe:
                 if cfg.save_strategy == "steps" and loop.step % cfg.save_steps == 0:
                     self.save_checkpoint()
                 checkpoint.fault_point("update", loop.step)
-                if loop.step >= self.total_steps:
+                if loop.step >= self.total_steps or self.patience_spent():
                     break
             else:  # the epoch ran to its end
                 self.end_epoch()
@@ -255,6 +266,8 @@ class FineTuneRecipe:
             self.method.after_step(self.unwrapped)
             loop.consecutive_skips = 0
             loop.last_finite_loss, loop.last_finite_step = loss, loop.step
+        elif out.overflow:  # fp16's scaler lowered its scale; no update happened
+            loop.overflow_skips += 1
         else:
             self.skip_update(loss, out.grad_norm)
         now = time.perf_counter()
@@ -280,6 +293,11 @@ class FineTuneRecipe:
             }
         )
         progress.set_postfix(loss=f"{averages['loss']:.4f}")
+        lr = self.scheduler.get_last_lr()[0]
+        self.accelerator.log(
+            {"train/learning_rate": lr, **{f"train/{k}": v for k, v in averages.items()}},
+            step=loop.step,
+        )
         loop.window, loop.window_batches = {}, 0
 
     def end_epoch(self) -> None:
@@ -336,13 +354,34 @@ class FineTuneRecipe:
             }
         )
         say(self.accelerator, f"step {loop.step} (epoch {position:.2f}): {format_metrics(metrics)}")
-        if is_better(metrics[main_metric], loop.best_metric):
-            loop.best_metric, loop.best_step = metrics[main_metric], loop.step
+        self.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=loop.step)
+        value, threshold = metrics[main_metric], self.cfg.early_stopping_threshold
+        if loop.best_metric is None or (
+            is_better(value, loop.best_metric) and abs(value - loop.best_metric) > threshold
+        ):
+            loop.improved_at = loop.step
+        if is_better(value, loop.best_metric):
+            loop.best_metric, loop.best_step = value, loop.step
             if self.cfg.load_best_model_at_end:
                 self.best_state = self.current_weights()
+        if self.patience_spent():
+            self.log.write({"event": "early_stop", "step": loop.step, "best_step": loop.best_step})
+            say(
+                self.accelerator,
+                f"early stop at update {loop.step}: no improvement since {loop.improved_at}",
+            )
+
+    def patience_spent(self) -> bool:
+        """--early_stopping_patience evaluations in a row brought no improvement."""
+        patience, loop = self.cfg.early_stopping_patience, self.loop
+        if patience is None or loop.improved_at is None:
+            return False
+        return sum(step > loop.improved_at for step in loop.evaluated_at) >= patience
 
     def dev_metrics(self) -> dict[str, float]:
-        outputs, labels = predict_outputs(self.model, self.eval_loader, self.accelerator, self.show)
+        outputs, labels = predict_outputs(
+            self.model, self.eval_loader, self.accelerator, self.show, self.precision
+        )
         assert labels is not None
         return score(self.spec, outputs, labels)
 
@@ -362,6 +401,7 @@ class FineTuneRecipe:
             self.best_state,
             self.accelerator,
             self.cfg.save_total_limit,
+            self.precision.scaler,
         )
         say(self.accelerator, f"checkpoint saved: {path}")
         return path
@@ -373,6 +413,8 @@ class FineTuneRecipe:
         if self.due_evaluation(every_epoch=True):
             self.evaluate(self.loop.step / self.updates_per_epoch)
         self.log.close()
+        for tracker in self.accelerator.trackers:  # (end_training would also end the processes)
+            tracker.finish()
         if self.cfg.load_best_model_at_end and self.best_state is not None:
             self.unwrapped.load_state_dict(self.best_state)
         results = self.results(runtime)
@@ -384,6 +426,7 @@ class FineTuneRecipe:
                 model: Any = self.unwrapped
                 model.save_pretrained(self.out)
                 self.tokenizer.save_pretrained(self.out)
+                write_model_card(self.out, self.run, results)
             (self.out / "all_results.json").write_text(
                 json.dumps(json_safe(results), indent=2) + "\n", encoding="utf-8"
             )
@@ -400,6 +443,7 @@ class FineTuneRecipe:
             "model": cfg.model_name_or_path,
             "train_examples": len(self.data.train),
             "eval_examples": len(self.data.eval) if self.data.eval else 0,
+            "eval_split": "holdout" if cfg.holdout_fraction > 0 else self.spec.eval_split,
             "train_steps": loop.step,
             "train_runtime_s": round(runtime, 2),
             "train_samples_per_second": round(examples_seen / max(runtime, 1e-9), 3),
@@ -409,8 +453,14 @@ class FineTuneRecipe:
             "best_metric": loop.best_metric,
             "skipped_updates": loop.skipped_updates,
             "resumed_from": str(self.resume) if self.resume else None,
+            "precision": self.precision.name,
+            "stopped_early": self.patience_spent(),
             **self.method.counters(),
         }
+        if self.precision.scaler is not None:
+            results["overflow_skips"] = loop.overflow_skips
+        if self.warnings:
+            results["warnings"] = list(self.warnings)
         if self.accelerator.num_processes > 1:  # every process must hold the same model
             results["replica_checksums"] = replica_checksums(
                 self.accelerator, self.unwrapped, self.method

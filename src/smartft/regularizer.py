@@ -8,6 +8,7 @@ most changes the model's output, and returns how much it changes it. SMART, ALIC
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -18,8 +19,9 @@ from smartft.batch import model_inputs, random_rows
 from smartft.errors import ConfigError
 from smartft.losses import divergence, output_divergence, task_loss
 from smartft.options import option
-from smartft.perturb import EmbeddingHook, LayerInputHook, ascend, frozen, norm
-from smartft.rng import RngState, rng_state, set_rng_state
+from smartft.perturb import EmbeddingHook, LayerInputHook, ascend, eval_mode, frozen, norm
+from smartft.precision import Precision, embedding_scale, warn_radius
+from smartft.rng import CleanPassMasks, RngState, rng_state, set_rng_state
 
 
 @dataclass
@@ -32,7 +34,8 @@ class SmartConfig:
     smart_eps: float = field(
         default=1e-5,
         metadata=option(
-            "radius ε of the perturbation ball (projection=ball); ignored by projection=unit"
+            "radius ε of the perturbation ball (projection=ball), or ball radius as a fraction of "
+            "each token's embedding norm (projection=relative); ignored by projection=unit"
         ),
     )
     smart_step_size: float = field(default=1e-3, metadata=option("ascent step size η"))
@@ -48,8 +51,19 @@ class SmartConfig:
     smart_projection: str = field(
         default="ball",
         metadata=option(
-            "ball: clip to the ε-ball (paper); unit: rescale to unit norm (reference code)",
-            ("ball", "unit"),
+            "ball: clip to the ε-ball (paper); unit: rescale to unit norm (reference code); "
+            "relative: a ball whose radius, start noise and step are fractions of each token's "
+            "own word-embedding norm (one setting carries across models)",
+            ("ball", "unit", "relative"),
+        ),
+    )
+    smart_dropout: str = field(
+        default="independent",
+        metadata=option(
+            "dropout in the ascent and adversarial passes: independent (fresh masks, as the paper "
+            "and reference code), replay (the clean pass's masks: R_s measures the perturbation "
+            "alone), off (no dropout, against one more clean pass without dropout)",
+            ("independent", "replay", "off"),
         ),
     )
     smart_fraction: float = field(
@@ -78,6 +92,16 @@ class SmartConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.smart_fraction <= 1.0:
             raise ConfigError(f"smart_fraction must be in (0, 1], got {self.smart_fraction}")
+        if self.smart_projection == "relative" and self.smart_norm_scope != "token":
+            raise ConfigError(
+                "smart_projection=relative measures each token: smart_norm_scope=token"
+            )
+        if self.smart_dropout == "replay" and self.smart_fraction < 1:
+            raise ConfigError(
+                "smart_dropout=replay needs smart_fraction=1 (a subset of rows draws other masks)"
+            )
+        if self.smart_dropout == "off" and self.smart_low_memory:
+            raise ConfigError("smart_dropout=off is not available with smart_low_memory")
 
 
 Prepared = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]
@@ -112,11 +136,15 @@ class SmartRegularizer:
         regression: bool = False,
         seed: int = 0,
         hook: EmbeddingHook | LayerInputHook | None = None,
+        precision: Precision | None = None,
     ) -> None:
         self.model = model
         self.config = config or SmartConfig()
         self.regression = regression
         self.hook = hook or EmbeddingHook(model)
+        self.precision = precision or Precision()
+        self.check_radius()
+        self.masks = CleanPassMasks()
         self.seed = seed
         self._generator: torch.Generator | None = None
         self.skipped = 0
@@ -124,6 +152,33 @@ class SmartRegularizer:
         # low-memory mode: (rows, ∂R_s/∂clean logits, R_s) or None if skipped, and the
         # generators' state after the adversarial branch; set by `prepare`, used by `penalty`
         self._prepared: tuple[Prepared | None, RngState] | None = None
+
+    def check_radius(self) -> None:
+        """Warn when ε is below what the working precision represents on the embeddings."""
+        projection, dtype = self.config.smart_projection, self.precision.dtype
+        if projection == "relative" and not isinstance(self.hook, EmbeddingHook):
+            raise ConfigError("smart_projection=relative perturbs word embeddings, not layers")
+        if dtype == torch.float32 or projection == "unit":
+            return
+        if projection == "relative":
+            warn_radius("--smart_eps (relative)", self.config.smart_eps, 1.0, dtype)
+        elif isinstance(self.hook, EmbeddingHook):
+            scale = embedding_scale(self.model)
+            warn_radius("--smart_eps", self.config.smart_eps, scale, dtype)
+
+    def mark_clean_pass(self, device: torch.device) -> None:
+        """Call just before each clean forward when smart_dropout=replay (the methods do)."""
+        if self.config.smart_dropout == "replay":
+            self.masks.mark(device)
+
+    def _dropout(self, device: torch.device) -> AbstractContextManager[None]:
+        """How the extra passes treat dropout (smart_dropout)."""
+        mode = self.config.smart_dropout
+        if mode == "replay":
+            return self.masks.replay(device)
+        if mode == "off":
+            return eval_mode(self.model)
+        return nullcontext()
 
     @property
     def inner_loss(self) -> str:
@@ -142,7 +197,8 @@ class SmartRegularizer:
         embedding output detached: they only need ∂/∂δ, so they save far less for backward."""
 
         def run(delta: torch.Tensor) -> torch.Tensor:
-            with self.hook.perturbed(delta, rows, detach=ascent):
+            dropout = self._dropout(delta.device)
+            with self.hook.perturbed(delta, rows, detach=ascent), dropout:
                 if ascent:
                     with frozen(self.model):
                         return self.model(**inputs).logits  # type: ignore[no-any-return]
@@ -162,6 +218,9 @@ class SmartRegularizer:
         After `prepare` (low-memory mode) it returns the prepared value instead."""
         if self._prepared is not None:
             return self._prepared_value(logits)
+        if self.config.smart_dropout == "off" and labels is None:
+            with eval_mode(self.model):  # the reference R_s compares with: no dropout either
+                logits = self.model(**inputs).logits
         found = self._estimate(inputs, logits, labels)
         if found is None:
             return None
@@ -186,6 +245,12 @@ class SmartRegularizer:
         shape = (*input_ids.shape, self.hook.dim)
         start = torch.randn(shape, generator=generator, device=generator.device)
         target, inner = logits.detach(), self.inner_loss
+        size: float | torch.Tensor = 1.0
+        projection = cfg.smart_projection
+        if projection == "relative":  # every size a fraction of the token's own embedding
+            assert isinstance(self.hook, EmbeddingHook)
+            size = self.hook.token_norms(input_ids, cfg.smart_norm)
+            projection = "ball"
 
         def inner_loss(out: torch.Tensor) -> torch.Tensor:
             if labels is not None:
@@ -194,15 +259,16 @@ class SmartRegularizer:
 
         delta = ascend(
             self._forward(inputs, rows, ascent=True),
-            start * cfg.smart_noise_std,
+            start * (cfg.smart_noise_std * size),
             mask,
             inner_loss,
             steps=cfg.smart_steps,
-            step_size=cfg.smart_step_size,
-            projection=cfg.smart_projection,
-            eps=cfg.smart_eps,
+            step_size=cfg.smart_step_size * size,
+            projection=projection,
+            eps=cfg.smart_eps * size,
             kind=cfg.smart_norm,
             scope=cfg.smart_norm_scope,
+            scale=self.precision.grad_scale(),
         )
         if delta is None:
             self.skipped += 1
@@ -243,6 +309,7 @@ class SmartRegularizer:
         self.hook.clear()
         device = inputs["input_ids"].device
         before = rng_state(device)
+        self.mark_clean_pass(device)
         with torch.no_grad():
             clean = self.model(**inputs).logits
         found = self._estimate(inputs, clean, None)

@@ -4,8 +4,10 @@ processes (messages, averaged log values, replica checksums)."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +16,7 @@ from tqdm.auto import tqdm
 from smartft.config import TrainConfig
 from smartft.errors import ConfigError
 from smartft.methods import Method
+from smartft.precision import Precision, choose
 
 
 def tune_cpu_allocator() -> bool:
@@ -40,13 +43,18 @@ def tune_cpu_allocator() -> bool:
     return bool(ok)
 
 
-def make_accelerator(cfg: TrainConfig) -> Any:
+def make_accelerator(cfg: TrainConfig, trackers: bool = False) -> tuple[Any, Precision]:
+    """accelerate's Accelerator for this run (devices, processes, mixed precision and, for
+    training, the --report_to trackers), and the run's working precision."""
     from accelerate import Accelerator
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    if cfg.tune_cpu_allocator and not torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if cfg.tune_cpu_allocator and not cuda:
         tune_cpu_allocator()
+    precision = choose(cfg.bf16, cfg.fp16, cfg.tf32, cuda)
+    log_with = tracker_names(cfg.report_to) if trackers else []
     world = int(os.environ.get("WORLD_SIZE", "1"))
     launcher = ("RANK", "MASTER_ADDR")
     if world > 1 and not all(os.environ.get(k) for k in launcher):
@@ -56,8 +64,10 @@ def make_accelerator(cfg: TrainConfig) -> Any:
             "unset WORLD_SIZE"
         )
     accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
+        cpu=not cuda,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        log_with=log_with or None,
+        project_dir=cfg.logging_dir or (Path(cfg.output_dir) / "logs" if cfg.output_dir else None),
     )
     if world > 1 and accelerator.num_processes != world:
         raise ConfigError(
@@ -65,7 +75,32 @@ def make_accelerator(cfg: TrainConfig) -> Any:
             "joined; launch with `torchrun --nproc_per_node N` or "
             "`accelerate launch`"
         )
-    return accelerator
+    return accelerator, precision
+
+
+def tracker_names(report_to: str) -> list[str]:
+    """--report_to as accelerate's tracker names, each known and installed, or a ConfigError;
+    'all' is every installed one."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    names = [n.strip() for n in report_to.split(",") if n.strip()]
+    known = list(LOGGER_TYPE_TO_CLASS)
+    if names in ([], ["none"]):
+        return []
+    if names == ["all"]:
+        return [n for n in known if importlib.util.find_spec(n) is not None]
+    for name in names:
+        if name not in known:
+            raise ConfigError(
+                f"--report_to: unknown tracker '{name}'; choose from none, all, {', '.join(known)}"
+            )
+        if importlib.util.find_spec(name) is None:
+            extra = " (or `pip install smartft[tensorboard]`)" if name == "tensorboard" else ""
+            raise ConfigError(
+                f"--report_to {name}: the {name} package is not installed; "
+                f"`pip install {name}`{extra}, or drop it from --report_to"
+            )
+    return names
 
 
 def say(accelerator: Any, message: str) -> None:

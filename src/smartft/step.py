@@ -11,6 +11,7 @@ import torch
 from smartft.batch import model_inputs
 from smartft.losses import task_loss
 from smartft.methods import Method
+from smartft.precision import Precision
 
 
 @dataclass
@@ -20,6 +21,7 @@ class StepOutput:
     terms: dict[str, torch.Tensor]
     grad_norm: float  # NaN on accumulation micro-steps, which clip nothing
     finite: bool
+    overflow: bool = False  # fp16: the scaler found inf/NaN gradients and skipped the update
 
 
 def train_step(
@@ -31,24 +33,39 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     max_grad_norm: float,
     regression: bool,
+    precision: Precision | None = None,
 ) -> StepOutput:
     """One micro-batch: clean forward, the method's terms, one backward, and when the accumulation
     window closes, clipping and the update (skipped if the loss or gradient norm is not finite).
-    Shared by `train` and `smartft bench`, so the benchmark times exactly this code."""
+    Forward passes, the method's included, run in the working precision.
+    Shared by the recipe and `smartft bench`, so the benchmark times exactly this code."""
+    precision = precision or Precision()
+    scaler = precision.scaler
+
+    def backward(loss: torch.Tensor) -> None:
+        accelerator.backward(loss if scaler is None else scaler.scale(loss))
+
     with accelerator.accumulate(model):
-        method.before_forward(unwrapped, batch, accelerator.backward)
-        logits = model(**model_inputs(batch)).logits
-        loss_task = task_loss(logits, batch["labels"], regression)
-        terms = method.loss_terms(unwrapped, batch, logits)
-        loss = loss_task + sum(terms.values())
-        accelerator.backward(loss)
-        grad_norm, finite = math.nan, True
+        with precision.autocast():
+            method.before_forward(unwrapped, batch, backward)
+            logits = model(**model_inputs(batch)).logits
+            loss_task = task_loss(logits, batch["labels"], regression)
+            terms = method.loss_terms(unwrapped, batch, logits)
+            loss = loss_task + sum(terms.values())
+        backward(loss)
+        grad_norm, finite, overflow = math.nan, True, False
         if accelerator.sync_gradients:
+            if scaler is not None:
+                scaler.unscale_(optimizer)  # the method and the clipping see true gradients
             method.before_update(unwrapped)
             limit = max_grad_norm if max_grad_norm > 0 else math.inf
             grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), limit))
             finite = math.isfinite(grad_norm) and math.isfinite(float(loss.detach()))
-            if finite:
+            if scaler is not None:  # it skips an overflowing update and lowers its scale
+                overflow = math.isfinite(float(loss.detach())) and not finite
+                scaler.step(optimizer)
+                scaler.update()
+            elif finite:
                 optimizer.step()
         optimizer.zero_grad()
-    return StepOutput(loss, loss_task, terms, grad_norm, finite)
+    return StepOutput(loss, loss_task, terms, grad_norm, finite, overflow)

@@ -51,10 +51,40 @@ class BregmanConfig:
             "is computed on, drawn at random every step (1 = exact; the `smart-fast` preset: 0.25)"
         ),
     )
+    bregman_horizon: float = field(
+        default=0.0,
+        metadata=option(
+            "if > 0: the teacher averages about this fraction of the run's updates, one momentum "
+            "β = 1 - 1/(horizon x updates) throughout (replaces bregman_beta, _beta_final and "
+            "_warmup_ratio; 0 = the paper's schedule)"
+        ),
+    )
+    bregman_start: float = field(
+        default=0.0,
+        metadata=option(
+            "fraction of the updates before the Bregman term starts; until then the teacher "
+            "copies the student, so it starts from the fine-tuned model, not the random head "
+            "(e.g. the warm-up's 0.1, or 1/epochs for after the first epoch)"
+        ),
+    )
+    bregman_dropout: str = field(
+        default="off",
+        metadata=option(
+            "dropout in the teacher's forward: off (eval mode, the paper's mean teacher) or "
+            "replay (the student's clean-pass masks: teacher and student compared alike)",
+            ("off", "replay"),
+        ),
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.bregman_fraction <= 1.0:
             raise ConfigError(f"bregman_fraction must be in (0, 1], got {self.bregman_fraction}")
+        if not 0.0 <= self.bregman_horizon <= 1.0 or not 0.0 <= self.bregman_start < 1.0:
+            raise ConfigError("bregman_horizon must be in [0, 1] and bregman_start in [0, 1)")
+        if self.bregman_dropout == "replay" and self.bregman_fraction < 1:
+            raise ConfigError(
+                "bregman_dropout=replay needs bregman_fraction=1 (a subset draws other masks)"
+            )
 
 
 class MeanTeacher:
@@ -65,7 +95,12 @@ class MeanTeacher:
     """
 
     def __init__(
-        self, model: nn.Module, beta: float = 0.99, beta_final: float = 0.999, warmup_steps: int = 0
+        self,
+        model: nn.Module,
+        beta: float = 0.99,
+        beta_final: float = 0.999,
+        warmup_steps: int = 0,
+        start_step: int = 0,
     ) -> None:
         for value in (beta, beta_final):
             if not 0.0 <= value < 1.0:
@@ -78,9 +113,16 @@ class MeanTeacher:
         self.beta = beta
         self.beta_final = beta_final
         self.warmup_steps = warmup_steps
+        self.start_step = start_step
         self.step = 0
 
+    def active(self) -> bool:
+        """Whether the Bregman term applies yet (before `start_step` the teacher copies)."""
+        return self.step >= self.start_step
+
     def current_beta(self) -> float:
+        if not self.active():
+            return 0.0
         return self.beta if self.step < self.warmup_steps else self.beta_final
 
     @torch.no_grad()
@@ -95,18 +137,27 @@ class MeanTeacher:
             buffer.copy_(student_buffers[name])
         self.step += 1
 
-    def outputs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def outputs(self, inputs: dict[str, torch.Tensor], dropout: bool = False) -> torch.Tensor:
         """The teacher's logits: computed in inference mode (no autograd bookkeeping at all),
-        then copied out of it so that the Bregman term can save them for its backward."""
-        with torch.inference_mode():
-            logits = self.model(**inputs).logits
+        then copied out of it so that the Bregman term can save them for its backward.
+        `dropout`: in training mode (the caller sets the random state, to replay masks)."""
+        self.model.train(dropout)
+        try:
+            with torch.inference_mode():
+                logits = self.model(**inputs).logits
+        finally:
+            self.model.eval()
         return logits.clone()  # type: ignore[no-any-return]
 
     def bregman(
-        self, inputs: dict[str, torch.Tensor], student_logits: torch.Tensor, kind: str
+        self,
+        inputs: dict[str, torch.Tensor],
+        student_logits: torch.Tensor,
+        kind: str,
+        dropout: bool = False,
     ) -> torch.Tensor:
         """D_Breg = ℓ_s(f(x; θ), f(x; θ̃)) on the clean batch; gradient flows to the student only."""
-        return divergence(kind, student_logits, self.outputs(inputs))
+        return divergence(kind, student_logits, self.outputs(inputs, dropout))
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "model": self.model.state_dict()}
@@ -144,7 +195,11 @@ def load_teacher(teacher: MeanTeacher, folder: str | Path) -> bool:
 
 def make_teacher(model: nn.Module, config: BregmanConfig, total_steps: int) -> MeanTeacher:
     """The teacher the config describes; vanilla mode is momentum 0 (the previous iterate)."""
+    start = math.ceil(config.bregman_start * total_steps)
     if config.bregman_mode == "vanilla":
-        return MeanTeacher(model, beta=0.0, beta_final=0.0)
+        return MeanTeacher(model, beta=0.0, beta_final=0.0, start_step=start)
+    if config.bregman_horizon > 0:
+        beta = 1.0 - 1.0 / max(1.0, config.bregman_horizon * total_steps)
+        return MeanTeacher(model, beta, beta, 0, start)
     warmup = math.ceil(config.bregman_warmup_ratio * total_steps)
-    return MeanTeacher(model, config.bregman_beta, config.bregman_beta_final, warmup)
+    return MeanTeacher(model, config.bregman_beta, config.bregman_beta_final, warmup, start)

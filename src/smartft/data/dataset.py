@@ -46,9 +46,13 @@ class Examples:
         """
         if fraction >= 1.0:
             return self
+        return self.split(fraction, seed)[0]
+
+    def split(self, fraction: float, seed: int) -> tuple[Examples, Examples]:
+        """(a seeded random round(fraction · n) examples, the rest), both in file order."""
         k = max(1, round(fraction * len(self)))
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        return self.select(sorted(order[:k].tolist()))
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)).tolist()
+        return self.select(sorted(order[:k])), self.select(sorted(order[k:]))
 
 
 def split_path(spec: TaskSpec, split: str, data_dir: Path | None) -> Path:
@@ -107,6 +111,9 @@ def infer_labels(
         raise rows[0].error(
             path, f"missing label column '{column}'", fix="check --label_column / the file's header"
         )
+    for row in rows:
+        if row.fields[column] is None:
+            raise row.error(path, f"no '{column}' value", fix="every training row needs a label")
     values = [(row, str(row.fields[column]).strip()) for row in rows]
     numeric = [_is_number(v) for _, v in values]
     if problem_type == "regression":

@@ -1,4 +1,5 @@
-"""Strict readers for TSV, CSV, JSONL and JSON files.
+"""Strict readers for TSV, CSV, JSONL, JSON and (with pyarrow) Parquet files and folders written
+by `datasets`' `save_to_disk`.
 
 GLUE TSVs contain fields that start with a double quote, so TSV is split on tabs with no quote
 processing at all. Every problem raises a `DataError` naming the file and the line as an editor
@@ -17,7 +18,7 @@ from typing import Any
 
 from smartft.errors import DataError
 
-FORMATS = ("tsv", "csv", "jsonl", "json")
+FORMATS = ("tsv", "csv", "jsonl", "json", "parquet", "arrow")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Row:
 
 
 def detect_format(path: Path) -> str:
+    if path.is_dir():
+        return _folder_format(path)
     suffix = path.suffix.lower().lstrip(".")
     if suffix in ("tsv", "txt"):
         return "tsv"
@@ -41,7 +44,26 @@ def detect_format(path: Path) -> str:
     raise DataError(
         path,
         f"cannot tell the format from the extension '.{suffix}'",
-        fix="name the file .tsv, .csv, .jsonl or .json",
+        fix="name the file .tsv, .csv, .jsonl, .json or .parquet, or give a folder written by "
+        "datasets' save_to_disk",
+    )
+
+
+def _folder_format(path: Path) -> str:
+    """A folder is data only when `datasets`' save_to_disk wrote it (one split)."""
+    if (path / "dataset_dict.json").is_file():
+        splits = sorted(p.name for p in path.iterdir() if p.is_dir())
+        raise DataError(
+            path,
+            f"is a DatasetDict folder holding several splits ({', '.join(splits)})",
+            fix=f"point to one split's folder, e.g. {path / (splits[0] if splits else 'train')}",
+        )
+    if any(path.glob("*.arrow")):
+        return "arrow"
+    raise DataError(
+        path,
+        "is a folder without data files",
+        fix="give a data file, or a folder written by datasets' save_to_disk (*.arrow inside)",
     )
 
 
@@ -177,9 +199,53 @@ def read_json_list(path: Path, key: str | None) -> list[Row]:
     ]
 
 
+def _arrow_table(path: Path, fmt: str) -> Any:
+    """A pyarrow Table from a Parquet file, an Arrow file, or a save_to_disk folder."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(
+            path,
+            f"reading {fmt} data needs pyarrow, which is not installed",
+            fix="pip install pyarrow  (or: pip install 'smartft[parquet]')",
+        ) from None
+    if not path.exists():
+        raise DataError(path, "file not found", fix="check the path")
+    files = sorted(path.glob("*.arrow")) if path.is_dir() else [path]
+    tables = []
+    for file in files:
+        try:
+            if fmt == "parquet":
+                tables.append(pq.read_table(file))
+                continue
+            with pa.memory_map(str(file)) as source:
+                try:  # datasets writes the Arrow stream format; others the file format
+                    tables.append(pa.ipc.open_stream(source).read_all())
+                except pa.ArrowInvalid:
+                    source.seek(0)
+                    tables.append(pa.ipc.open_file(source).read_all())
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DataError(file, f"not a readable {fmt} file: {err}") from None
+    try:
+        return pa.concat_tables(tables)
+    except pa.ArrowInvalid as err:
+        raise DataError(path, f"the Arrow files disagree on their columns: {err}") from None
+
+
+def read_arrow(path: Path, fmt: str) -> list[Row]:
+    """Rows of a Parquet file or a save_to_disk folder, numbered from 1 in file order."""
+    table = _arrow_table(path, fmt)
+    if table.num_rows == 0:
+        raise DataError(path, "no rows", fix="point to a file with data rows")
+    return [Row(i, fields, unit="row") for i, fields in enumerate(table.to_pylist(), start=1)]
+
+
 def read_rows(
     path: Path, fmt: str, *, columns: Sequence[str] | None = None, json_key: str | None = None
 ) -> list[Row]:
+    if fmt in ("parquet", "arrow"):
+        return read_arrow(path, fmt)
     if fmt == "tsv":
         return read_tsv(path, columns)
     if fmt == "csv":

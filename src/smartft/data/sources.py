@@ -92,7 +92,9 @@ def load_train_data(cfg: TrainConfig) -> TrainData:
         )
     train = to_examples(spec, "train", path, rows, require_labels=True)
     evaluation = None
-    if spec.eval_split in spec.files:
+    if cfg.holdout_fraction > 0:  # model selection on training data, never on dev
+        evaluation, train = train.split(cfg.holdout_fraction, cfg.data_seed + 1)
+    elif spec.eval_split in spec.files:
         evaluation = load_examples(spec, spec.eval_split, data_dir(cfg))
     return TrainData(
         spec,

@@ -5,6 +5,7 @@ randomly chosen transformer layer each step instead of the word embeddings."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -51,8 +52,19 @@ class Alice(Method[AliceConfig]):
             raise ConfigError("smart_low_memory is SMART's alone; ALICE does not support it")
         hook = LayerInputHook(model) if self.config.alice_plus_plus else None
         seed = info.stream_seed(0, per_process=True)
-        self.regularizer = SmartRegularizer(model, self.smart, info.regression, seed, hook)
+        self.regularizer = SmartRegularizer(
+            model, self.smart, info.regression, seed, hook, info.precision
+        )
         self.layers = random.Random(seed)
+
+    def before_forward(
+        self,
+        model: nn.Module,
+        batch: dict[str, torch.Tensor],
+        backward: Callable[[torch.Tensor], None],
+    ) -> None:
+        assert self.regularizer is not None
+        self.regularizer.mark_clean_pass(batch["input_ids"].device)
 
     def loss_terms(
         self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor

@@ -4,12 +4,14 @@ talks to a method only through this class."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from torch import nn
+
+from smartft.precision import Precision
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -27,6 +29,9 @@ class SetupInfo:
     # before training (Child-Tuning D's Fisher information); None where a loop cannot offer one
     train_batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None
     num_processes: int = 1
+    # the working precision of forward passes: a method warns (PrecisionWarning) when its
+    # perturbation is too small for it, and scales inner gradients by its grad_scale (fp16)
+    precision: Precision = field(default_factory=Precision)
 
     def stream_seed(self, stream: int, per_process: bool) -> int:
         """The seed of a method's own random stream (so its draws never shift dropout or data

@@ -6,6 +6,7 @@ perturbed losses and takes back (K − 1)/K of the clean loss the loop adds with
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,6 +19,7 @@ from smartft.losses import task_loss
 from smartft.methods.base import Method, SetupInfo
 from smartft.options import option
 from smartft.perturb import EmbeddingHook, normalize, project_ball
+from smartft.precision import Precision, embedding_scale, warn_radius
 
 
 @dataclass
@@ -52,10 +54,19 @@ class FreeLB(Method[FreeLBConfig]):
         self.hook: EmbeddingHook | None = None
         self.regression = False
         self.step = 0
+        self.precision = Precision()
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         self.hook = EmbeddingHook(model)
         self.regression = info.regression
+        self.precision = info.precision
+        if info.precision.dtype != torch.float32 and info.train_batches is not None:
+            # a step of L2 size α per example spreads over its tokens × embedding dimensions
+            first = next(info.train_batches())
+            tokens = float(first["attention_mask"].sum(-1).float().mean())
+            size = self.config.freelb_step_size / math.sqrt(tokens * self.hook.dim)
+            scale = embedding_scale(model)
+            warn_radius("--freelb_step_size (per element)", size, scale, info.precision.dtype)
 
     def active(self) -> bool:
         return self.step >= self.config.freelb_start_step and self.config.freelb_steps > 1
@@ -79,7 +90,8 @@ class FreeLB(Method[FreeLBConfig]):
         mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
         mask = mask.unsqueeze(-1).to(embedded.dtype)
         loss_clean = task_loss(logits, labels, self.regression)
-        (grad,) = torch.autograd.grad(loss_clean, embedded, retain_graph=True)
+        scale = self.precision.grad_scale()  # fp16: keeps small gradients from underflowing
+        (grad,) = torch.autograd.grad(loss_clean * scale, embedded, retain_graph=True)
         delta = torch.zeros_like(embedded)
         losses = []
         for t in range(1, self.config.freelb_steps):
@@ -88,7 +100,7 @@ class FreeLB(Method[FreeLBConfig]):
                 loss = task_loss(model(**inputs).logits, labels, self.regression)
             losses.append(loss)
             if t < self.config.freelb_steps - 1:
-                (grad,) = torch.autograd.grad(loss, delta, retain_graph=True)
+                (grad,) = torch.autograd.grad(loss * scale, delta, retain_graph=True)
         self.hook.clear()
         self.last = {"freelb_last_loss": float(losses[-1].detach())}
         k = self.config.freelb_steps

@@ -21,6 +21,7 @@ from smartft.errors import ConfigError
 from smartft.methods.base import Method, SetupInfo
 from smartft.options import option
 from smartft.parts import transformer_layers
+from smartft.precision import warn_radius
 from smartft.rng import RngState, rng_state, set_rng_state
 
 
@@ -70,6 +71,30 @@ class LNSR(Method[LNSRConfig]):
         for layer in self.layers:
             layer.register_forward_hook(self._capture)
         self.generator = info.generator(next(model.parameters()).device, 2, per_process=True)
+        if info.precision.dtype != torch.float32 and info.train_batches is not None:
+            scale = self.hidden_scale(model, next(info.train_batches()))
+            warn_radius("--lnsr_sigma", self.config.lnsr_sigma, scale, info.precision.dtype)
+
+    def hidden_scale(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
+        """The median per-token ∞-norm of the hidden states the noise is added to (one batch,
+        eval mode, no graph: no random numbers drawn)."""
+        seen: list[torch.Tensor] = []
+
+        def look(module: nn.Module, args: Any, kwargs: Any) -> None:
+            states = args[0] if args else kwargs["hidden_states"]
+            seen.append(states.detach().float().abs().amax(-1))
+
+        handle = self.layers[0].register_forward_pre_hook(look, with_kwargs=True)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(**model_inputs(batch))
+        finally:
+            handle.remove()
+            model.train(was_training)
+        mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).bool()
+        return float(seen[0][mask].median())
 
     def before_forward(
         self,

@@ -3,6 +3,8 @@ embeddings, with no ascent step; R4F also holds the output layer's spectral norm
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -15,7 +17,9 @@ from smartft.losses import divergence, output_divergence
 from smartft.methods.base import Method, SetupInfo
 from smartft.options import option
 from smartft.parts import head_modules
-from smartft.perturb import EmbeddingHook
+from smartft.perturb import EmbeddingHook, eval_mode
+from smartft.precision import embedding_scale, warn_radius
+from smartft.rng import CleanPassMasks
 
 
 @dataclass
@@ -30,6 +34,15 @@ class R3FConfig:
     )
     r3f_noise: str = field(
         default="normal", metadata=option("noise distribution", ("normal", "uniform"))
+    )
+    r3f_dropout: str = field(
+        default="independent",
+        metadata=option(
+            "dropout in the noised pass: independent (fresh masks, as the paper), replay (the "
+            "clean pass's masks: the term measures the noise alone), off (no dropout, against "
+            "one more clean pass without dropout)",
+            ("independent", "replay", "off"),
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -49,10 +62,14 @@ class R3F(Method[R3FConfig]):
         super().__init__(configs)
         self.hook: EmbeddingHook | None = None
         self.generator: torch.Generator | None = None
+        self.masks = CleanPassMasks()
         self.kind = "sym_kl"
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         self.kind = output_divergence(info.regression)
+        if info.precision.dtype != torch.float32:
+            scale = embedding_scale(model)
+            warn_radius("--r3f_eps", self.config.r3f_eps, scale, info.precision.dtype)
         self.hook = EmbeddingHook(model)
         self.generator = info.generator(next(model.parameters()).device, 0, per_process=True)
         if self.spectral_head:
@@ -65,6 +82,15 @@ class R3F(Method[R3FConfig]):
             return (torch.rand(shape, generator=self.generator, device=device) * 2 - 1) * eps
         return torch.randn(shape, generator=self.generator, device=device) * eps
 
+    def before_forward(
+        self,
+        model: nn.Module,
+        batch: dict[str, torch.Tensor],
+        backward: Callable[[torch.Tensor], None],
+    ) -> None:
+        if self.config.r3f_dropout == "replay":
+            self.masks.mark(batch["input_ids"].device)
+
     def loss_terms(
         self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor
     ) -> dict[str, torch.Tensor]:
@@ -73,7 +99,18 @@ class R3F(Method[R3FConfig]):
         ids = inputs["input_ids"]
         mask = inputs.get("attention_mask", torch.ones_like(ids)).unsqueeze(-1).float()
         noise = self.noise((*ids.shape, self.hook.dim), ids.device) * mask
-        with self.hook.perturbed(noise):
+        mode = self.config.r3f_dropout
+        if mode == "off":
+            with eval_mode(model):  # the reference: no dropout either
+                logits = model(**inputs).logits
+        dropout = (
+            self.masks.replay(ids.device)
+            if mode == "replay"
+            else eval_mode(model)
+            if mode == "off"
+            else nullcontext()
+        )
+        with self.hook.perturbed(noise), dropout:
             noised = model(**inputs).logits
         self.hook.clear()
         value = divergence(self.kind, noised, logits)

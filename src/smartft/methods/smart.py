@@ -5,6 +5,7 @@ and an off half costs nothing and draws no random numbers)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ from smartft.errors import ConfigError
 from smartft.losses import output_divergence
 from smartft.methods.base import Method, SetupInfo
 from smartft.regularizer import SmartConfig, SmartRegularizer
+from smartft.rng import CleanPassMasks
 from smartft.teacher import (
     TEACHER_WEIGHTS,
     BregmanConfig,
@@ -51,6 +53,7 @@ class Smart(Method[SmartConfig]):
         self.regularizer: SmartRegularizer | None = None
         self.teacher: MeanTeacher | None = None
         self.teacher_rows: torch.Generator | None = None  # fast mode's row draws for the teacher
+        self.masks = CleanPassMasks()  # bregman_dropout=replay: the student's clean-pass masks
         self.kind = "sym_kl"
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
@@ -62,7 +65,9 @@ class Smart(Method[SmartConfig]):
         if self.config.smart_lambda > 0:
             check_low_memory(self.config, info)
             seed = info.stream_seed(0, per_process=True)
-            self.regularizer = SmartRegularizer(model, self.config, info.regression, seed)
+            self.regularizer = SmartRegularizer(
+                model, self.config, info.regression, seed, precision=info.precision
+            )
 
     def loss_terms(
         self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor
@@ -76,10 +81,12 @@ class Smart(Method[SmartConfig]):
             self.last.update(self.regularizer.last)
             if value is not None:
                 terms["loss_smart"] = self.config.smart_lambda * value
-        if self.teacher is not None:
+        if self.teacher is not None and self.teacher.active():
             assert self.teacher_rows is not None
             rows = random_rows(inputs, logits, self.bregman.bregman_fraction, self.teacher_rows)
-            value = self.teacher.bregman(rows[0], rows[1], self.kind)
+            replay = self.bregman.bregman_dropout == "replay"
+            with self.masks.replay(logits.device) if replay else nullcontext():
+                value = self.teacher.bregman(rows[0], rows[1], self.kind, dropout=replay)
             self.last["bregman_d"] = float(value.detach())
             self.last["bregman_beta"] = self.teacher.current_beta()
             terms["loss_bregman"] = self.bregman.bregman_mu * value
@@ -91,8 +98,15 @@ class Smart(Method[SmartConfig]):
         batch: dict[str, torch.Tensor],
         backward: Callable[[torch.Tensor], None],
     ) -> None:
-        if self.regularizer is not None and self.config.smart_low_memory:
+        device = batch["input_ids"].device
+        if self.bregman.bregman_dropout == "replay":
+            self.masks.mark(device)
+        if self.regularizer is None:
+            return
+        if self.config.smart_low_memory:  # (it marks the clean pass itself)
             self.regularizer.prepare(model_inputs(batch), backward, self.config.smart_lambda)
+        else:
+            self.regularizer.mark_clean_pass(device)
 
     def after_step(self, model: nn.Module) -> None:
         if self.teacher is not None:
