@@ -216,3 +216,26 @@ def test_fp16_trains_on_a_gpu_with_its_scaler(
     results = json.loads((out / "all_results.json").read_text())
     assert results["precision"] == "fp16" and "overflow_skips" in results
     assert results["train_steps"] == 12
+
+
+def test_a_half_precision_checkpoint_trains_with_float32_weights(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checkpoints are often stored in float16 / bfloat16; transformers then loads them in that
+    dtype, which would make the optimizer's master weights half precision."""
+    from transformers import AutoModel, AutoTokenizer
+
+    half = tmp_path / "half"
+    AutoModel.from_pretrained(tiny_model, dtype=torch.float16).save_pretrained(half)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(half)
+    from smartft.data.tasks import get_task
+    from smartft.modeling import load_model
+
+    model, _ = load_model(str(half), get_task("rte"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    out = tmp_path / "run"
+    assert cli(train_args(str(half), glue_dir, out), capsys)[0] == 0
+    from transformers import AutoModelForSequenceClassification
+
+    saved = AutoModelForSequenceClassification.from_pretrained(out)
+    assert {p.dtype for p in saved.parameters()} == {torch.float32}

@@ -168,25 +168,31 @@ def smartft_step(
 
     run = resolve({"method": variant.method, **variant.options}, yaml_name="bench variant")
     method = get_method(variant.method)(run.methods)
-    precision = choose(run.train.bf16, run.train.fp16, None, cuda=False)
-    accelerator = Accelerator(cpu=True)
+    cuda = torch.cuda.is_available()  # on a GPU the bench times GPU steps
+    precision = choose(run.train.bf16, run.train.fp16, None, cuda=cuda)
+    accelerator = Accelerator(cpu=not cuda)
     optimizer = make_optimizer(model, LEARNING_RATE, WEIGHT_DECAY)
     prepared, optimizer = accelerator.prepare(model, optimizer)
     scheduler = make_scheduler(optimizer, total_steps, 0.1, "linear")
+    device = accelerator.device
+    on_device = [{k: v.to(device) for k, v in b.items()} for b in batches]
     info = SetupInfo(
-        total_steps, False, 0, train_batches=lambda: iter(batches), precision=precision
+        total_steps, False, 0, train_batches=lambda: iter(on_device), precision=precision
     )
     with precision.autocast():
         method.setup(model, info)
     prepared.train()
 
     def step(batch: dict[str, torch.Tensor]) -> None:
+        batch = {k: v.to(device) for k, v in batch.items()}
         out = train_step(
             prepared, model, batch, method, accelerator, optimizer, 1.0, False, precision
         )
         scheduler.step()
         if out.finite:
             method.after_step(model)
+        if cuda:  # the step's kernels are done before the clock stops
+            torch.cuda.synchronize()
 
     return step
 
@@ -273,13 +279,13 @@ def make_step(
 
 def get_variant(name: str) -> Variant:
     """A named variant, or `METHOD` / `METHOD:key=value;...` for any registered method; a
-    `@bf16` suffix runs a smartft variant in bfloat16 mixed precision."""
+    `@bf16` or `@fp16` (GPU) suffix runs a smartft variant in that mixed precision."""
     base, at, precision = name.partition("@")
     if at:
         variant = get_variant(base)
-        if variant.runner != "smartft" or precision != "bf16":
-            raise ConfigError(f"bench variant '{name}': only smartft variants take @bf16")
-        return Variant(name, "smartft", variant.method, {**variant.options, "bf16": True})
+        if variant.runner != "smartft" or precision not in ("bf16", "fp16"):
+            raise ConfigError(f"bench variant '{name}': only smartft variants take @bf16/@fp16")
+        return Variant(name, "smartft", variant.method, {**variant.options, precision: True})
     if name in VARIANTS:
         return VARIANTS[name]
     method, _, rest = name.partition(":")
@@ -525,14 +531,15 @@ def run_bench(
 
 
 def with_precisions(variants: list[str], precisions: list[str]) -> list[str]:
-    """Every variant in float32 (if asked) and each smartft variant again in bf16."""
+    """Every variant in float32 (if asked) and each smartft variant again in bf16 / fp16."""
     wanted = [p.strip() for p in precisions if p.strip()]
-    unknown = set(wanted) - {"float32", "bf16"}
+    unknown = set(wanted) - {"float32", "bf16", "fp16"}
     if unknown or not wanted:
-        raise ConfigError(f"--precisions: expected float32 and/or bf16, got {precisions}")
+        raise ConfigError(f"--precisions: expected float32, bf16 and/or fp16, got {precisions}")
     out = list(variants) if "float32" in wanted else []
-    if "bf16" in wanted:
-        out += [f"{v}@bf16" for v in variants if get_variant(v).runner == "smartft"]
+    for half in ("bf16", "fp16"):
+        if half in wanted:
+            out += [f"{v}@{half}" for v in variants if get_variant(v).runner == "smartft"]
     return out
 
 

@@ -126,8 +126,8 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument(
         "--precisions",
         default="float32",
-        help="float32 and/or bf16, comma-separated: each smartft variant in each (bf16 rows "
-        "show their ratio to the same variant in float32)",
+        help="float32, bf16 and/or fp16 (GPU), comma-separated: each smartft variant in each "
+        "(bf16/fp16 rows show their ratio to the same variant in float32)",
     )
     bench.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")

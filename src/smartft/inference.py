@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 from torch.utils.data import DataLoader
 
@@ -60,7 +61,10 @@ def load_for_inference(cfg: TrainConfig) -> SavedModel:
     path = resolve_model_path(cfg.model_name_or_path)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, local_files_only=True, trust_remote_code=cfg.trust_remote_code
+            path,
+            dtype=torch.float32,  # --bf16 / --fp16 autocast; the weights stay float32
+            local_files_only=True,
+            trust_remote_code=cfg.trust_remote_code,
         )
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load a model from {path}: {err}") from None

@@ -6,6 +6,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
 
@@ -81,6 +83,7 @@ def load_model(name: str, spec: TaskSpec, trust_remote_code: bool = False) -> tu
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path,
+            dtype=torch.float32,  # master weights in float32 whatever the checkpoint's dtype
             local_files_only=True,
             trust_remote_code=trust_remote_code,
             num_labels=spec.num_labels,

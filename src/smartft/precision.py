@@ -85,9 +85,8 @@ def choose(bf16: bool, fp16: bool, tf32: bool | None, cuda: bool) -> Precision:
     if bf16 and not cuda and not native_cpu_bf16():
         warnings.warn(
             "--bf16: this CPU has neither AVX-512 BF16 nor AMX, so bfloat16 matrix products are "
-            "emulated: expect training to be several times slower than in float32 here (a "
-            "MiniLM step: 12x, benchmarks/results/precision.md); the numbers are bf16's all the "
-            "same",
+            "emulated: expect steps many times slower than in float32 here "
+            "(benchmarks/results/precision.md); the numbers are bf16's all the same",
             PrecisionWarning,
             stacklevel=2,
         )
