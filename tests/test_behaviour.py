@@ -1,8 +1,10 @@
 """Pinned behaviour: every method logs the same losses, update by update, as when the golden file
 was recorded, so that refactoring the loop or the protocol cannot change what a method computes.
 
-The golden file `tests/golden/losses.json` was recorded before the training loop became a recipe.
-Regenerate it only for a deliberate change of behaviour, and say so in the commit:
+The golden file `tests/golden/losses.json` was recorded before the training loop became a recipe;
+the entries of ALICE, Child-Tuning, DPS, FreeLB and Mixout were re-recorded when those methods
+were made faithful to their papers and code (a deliberate change of behaviour). Regenerate only
+for such a change, and say so in the commit:
 
     SMARTFT_WRITE_GOLDEN=1 OMP_NUM_THREADS=1 .venv/bin/python -m pytest tests/test_behaviour.py
 """

@@ -140,7 +140,7 @@ def test_mixout_is_unbiased() -> None:
     from smartft.methods.mixout import mixout
 
     weight, target = torch.full((200, 200), 2.0), torch.zeros(200, 200)
-    mixed = mixout(weight, target, 0.9)
+    mixed = mixout(weight, target, 0.9, torch.rand(200, 200) >= 0.9)
     assert abs(float(mixed.mean()) - 2.0) < 0.1
     assert set(mixed.unique().tolist()) == {0.0, 20.0}
 
@@ -259,40 +259,12 @@ def test_alice_plus_plus_perturbs_a_random_layer() -> None:
     assert chosen == {0, 1}
 
 
-def test_dps_moves_nothing_outside_the_subnetwork_during_a_stage() -> None:
-    from smartft.methods.dps import DPS, DPSConfig
-    from smartft.optim import make_optimizer
-
-    model = tiny().train()
-    method = DPS({DPSConfig: DPSConfig(dps_keep=0.3, dps_stage_ratio=0.25)})
-    method.setup(model, info())  # 10 updates: stages of 3
-    optimizer = make_optimizer(model, 1e-2, 0.01)  # momentum and decay must not leak either
-    inputs = {**batch(), "labels": LABELS}
-    for step in range(7):
-        before = {n: p.detach().clone() for n, p in method.params.items()}
-        masks = dict(method.masks)
-        logits = model(**batch()).logits
-        torch.nn.functional.cross_entropy(logits, inputs["labels"]).backward()
-        method.before_update(model)
-        optimizer.step()
-        optimizer.zero_grad()
-        method.after_step(model)
-        if step < 3:
-            assert not masks  # the first stage trains everything
-            continue
-        assert masks
-        for name, mask in masks.items():
-            moved = method.params[name].detach() != before[name]
-            assert not bool((moved & ~mask).any()), (step, name)
-        share = sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
-        assert 0.29 <= share <= 0.35
-    assert method.masks  # chosen again after the second stage
-
-
 def test_freelb_gradient_is_the_average_of_the_k_perturbed_losses() -> None:
     from smartft.methods.freelb import FreeLB, FreeLBConfig
 
-    config = FreeLBConfig(freelb_steps=3, freelb_step_size=0.5, freelb_start_step=0)
+    config = FreeLBConfig(
+        freelb_steps=3, freelb_step_size=0.5, freelb_start_step=0, freelb_init_mag=0.0
+    )
     model = tiny().train()
     method = FreeLB({FreeLBConfig: config})
     method.setup(model, info())
@@ -306,6 +278,7 @@ def test_freelb_gradient_is_the_average_of_the_k_perturbed_losses() -> None:
 
     method.hook.perturbed = spy  # type: ignore[method-assign]
     inputs = batch()
+    method.before_forward(model, inputs, lambda loss: None)
     logits = model(**inputs).logits
     loss = torch.nn.functional.cross_entropy(logits, LABELS)
     terms = method.loss_terms(model, {**inputs, "labels": LABELS}, logits)
@@ -332,7 +305,9 @@ def test_freelb_waits_for_its_start_step() -> None:
     method = FreeLB({FreeLBConfig: FreeLBConfig(freelb_start_step=2)})
     method.setup(model, info())
     inputs = {**batch(), "labels": LABELS}
+    method.before_forward(model, inputs, lambda loss: None)
     assert method.loss_terms(model, inputs, model(**batch()).logits) == {}
     method.after_step(model)
     method.after_step(model)
+    method.before_forward(model, inputs, lambda loss: None)
     assert "loss_freelb" in method.loss_terms(model, inputs, model(**batch()).logits)

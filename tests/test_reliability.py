@@ -285,3 +285,56 @@ def test_read_only_output_folder_is_a_clear_error(
     )
     assert "exit=2" in result.stdout, result.stdout + result.stderr
     assert "cannot write there" in result.stderr and "Traceback" not in result.stderr
+
+
+RESUME_FLAGS = {
+    "plain": [],
+    "smart": SMART_FLAGS[2:],
+    "alice": ["--alice_plus_plus", "true", "--smart_eps", "1e-2"],
+    "r3f": ["--r3f_eps", "1e-3"],
+    "r4f": [],
+    "freelb": ["--freelb_start_step", "5"],  # its update counter must survive the kill
+    "child_tuning": ["--child_mode", "F"],  # its random masks' stream too
+    "mixout": [],
+    "l2sp": ["--weight_decay", "0"],
+    "lnsr": ["--lnsr_layer", "1"],
+    "dps": ["--dps_stage_ratio", "0.2"],
+}
+
+
+@pytest.mark.parametrize("method", sorted(RESUME_FLAGS))
+def test_every_method_resumes_exactly(
+    method: str, tiny_model: str, glue_dir: Path, tmp_path: Path
+) -> None:
+    common = [
+        "--method", method, *RESUME_FLAGS[method], "--logging_steps", "1",
+        "--save_strategy", "steps", "--save_steps", "4",
+    ]  # fmt: skip
+    reference = tmp_path / "reference"
+    done = run_train(train_args(tiny_model, glue_dir, reference, *common))
+    assert done.returncode == 0, done.stderr
+    killed = tmp_path / "killed"
+    args = train_args(tiny_model, glue_dir, killed, *common)
+    assert run_train(args, kill_at="update:7").returncode == -9
+    resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "checkpoint-4" in resumed.stderr
+    same_run(reference, killed)
+
+
+def test_a_kill_between_the_epochs_checkpoint_and_its_evaluation_logs_it_once(
+    tiny_model: str, glue_dir: Path, tmp_path: Path
+) -> None:
+    """The checkpoint at an epoch's last update is written before that epoch's evaluation; a
+    run killed after the evaluation evaluates again on resume, and must log it once."""
+    common = ["--method", "smart", "--save_strategy", "steps", "--save_steps", "6"]
+    reference = tmp_path / "reference"
+    assert run_train(train_args(tiny_model, glue_dir, reference, *common)).returncode == 0
+    killed = tmp_path / "killed"
+    args = train_args(tiny_model, glue_dir, killed, *common)
+    assert run_train(args, kill_at="eval:6").returncode == -9
+    assert [e["event"] for e in events(killed)][-1] == "eval"  # it was logged before the kill
+    resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert [e["step"] for e in events(killed) if e["event"] == "eval"] == [6, 12]
+    same_run(reference, killed)

@@ -56,6 +56,7 @@ class LoopState:
     last_finite_loss: float | None = None
     last_finite_step: int | None = None
     improved_at: int | None = None  # the last evaluation that beat the best by the threshold
+    log_lines: int | None = None  # metrics.jsonl's length when the checkpoint was written
     overflow_skips: int = 0  # fp16: updates the gradient scaler skipped
 
 

@@ -225,6 +225,16 @@ class TrainConfig:
     method: str = field(
         default="plain", metadata=option("fine-tuning method (see `smartft methods`)")
     )
+    kl_gradient: str = field(
+        default="full",
+        metadata=option(
+            "gradient of the symmetric KL in the methods' terms (SMART's R_s and Bregman term, "
+            "ALICE, R3F/R4F): full (the objective's true gradient, through both sides) or mtdnn "
+            "(mt-dnn's SymKlCriterion: the target side detached in each direction, about half; "
+            "under full, λ and μ act about twice as strongly as in mt-dnn)",
+            ("full", "mtdnn"),
+        ),
+    )
 
     def __post_init__(self) -> None:
         positive = (

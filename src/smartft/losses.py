@@ -17,6 +17,17 @@ def symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor
     return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1).mean()
 
 
+def symmetric_kl_detached(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(Q̄‖P) + KL(P̄‖Q) with the bar side detached in each direction, as mt-dnn's
+    `SymKlCriterion` computes it: the same value as `symmetric_kl`, about half its gradient."""
+    log_p = F.log_softmax(p_logits.float(), dim=-1)
+    log_q = F.log_softmax(q_logits.float(), dim=-1)
+    p_bar, q_bar = log_p.detach(), log_q.detach()
+    forward = (q_bar.exp() * (q_bar - log_p)).sum(-1)
+    backward = (p_bar.exp() * (p_bar - log_q)).sum(-1)
+    return (forward + backward).mean()
+
+
 def kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     """Batch mean of KL(P‖Q)."""
     log_p = F.log_softmax(p_logits.float(), dim=-1)
@@ -42,11 +53,13 @@ def divergence(kind: str, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """The named divergence between two model outputs (logits or regression scores)."""
     if kind == "sym_kl":
         return symmetric_kl(p, q)
+    if kind == "sym_kl_mtdnn":
+        return symmetric_kl_detached(p, q)
     if kind == "kl":
         return kl(p, q)
     if kind == "mse":
         return squared_error(p, q)
-    raise ValueError(f"unknown divergence '{kind}' (sym_kl, kl, mse)")
+    raise ValueError(f"unknown divergence '{kind}' (sym_kl, sym_kl_mtdnn, kl, mse)")
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -56,7 +69,9 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> t
     return F.cross_entropy(logits.float(), labels)
 
 
-def output_divergence(regression: bool) -> str:
-    """ℓ_s of SMART's paper between two outputs of one model: symmetric KL for classification,
-    squared error for regression."""
-    return "mse" if regression else "sym_kl"
+def output_divergence(regression: bool, kl_gradient: str = "full") -> str:
+    """ℓ_s of SMART's paper between two outputs of one model: symmetric KL for classification
+    (with the full gradient, or mt-dnn's half: `kl_gradient`), squared error for regression."""
+    if regression:
+        return "mse"
+    return "sym_kl_mtdnn" if kl_gradient == "mtdnn" else "sym_kl"

@@ -17,11 +17,15 @@ def fisher_information(
     batches: Iterable[dict[str, torch.Tensor]],
     regression: bool,
     limit: int = 0,
+    clip: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """Σ over batches of the squared gradient of the task loss (eval mode: no dropout)."""
+    """Mean over batches of the squared gradient of the task loss, in training mode (dropout on,
+    as Child-Tuning's code computes it); with `clip` > 0 each parameter's gradient is first
+    clipped to that norm on its own."""
     scores = {n: torch.zeros_like(p) for n, p in params.items()}
     was_training = model.training
-    model.eval()
+    model.train()
+    count = 0
     for index, batch in enumerate(batches):
         if limit and index >= limit:
             break
@@ -29,12 +33,16 @@ def fisher_information(
         logits = model(**model_inputs(batch)).logits
         loss = task_loss(logits, batch["labels"], regression)
         loss.backward()  # type: ignore[no-untyped-call]
+        count += 1
         for name, param in params.items():
-            if param.grad is not None:
-                scores[name] += param.grad.detach().pow(2)
+            if param.grad is None:
+                continue
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(param, clip)
+            scores[name] += param.grad.detach().pow(2)
     model.zero_grad()
     model.train(was_training)
-    return scores
+    return {n: s / max(count, 1) for n, s in scores.items()}
 
 
 def top_fraction_masks(scores: dict[str, torch.Tensor], fraction: float) -> dict[str, torch.Tensor]:

@@ -36,3 +36,18 @@ def transformer_layers(model: nn.Module) -> nn.ModuleList:
     if not stacks:
         raise TypeError("cannot find the model's transformer layers")
     return max(stacks, key=len)
+
+
+def disable_dropout(model: nn.Module) -> int:
+    """Set every dropout in the model to 0 (nn.Dropout modules, and the float attention-dropout
+    attributes some attention implementations read); returns how many were changed."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, nn.Dropout) and module.p > 0:
+            module.p = 0.0
+            count += 1
+        value = getattr(module, "attention_dropout", None)
+        if isinstance(value, float) and value > 0:
+            setattr(module, "attention_dropout", 0.0)  # noqa: B010 (a plain float attribute)
+            count += 1
+    return count

@@ -120,6 +120,7 @@ class FineTuneRecipe:
             self.unshuffled_batches,
             self.accelerator.num_processes,
             self.precision,
+            self.cfg.kl_gradient,
         )
         with self.precision.autocast():
             self.method.setup(self.unwrapped, info)
@@ -152,6 +153,7 @@ class FineTuneRecipe:
         self.log = EventLog(
             self.out / "metrics.jsonl" if self.main else None,
             keep_until=self.loop.step if self.resume else None,
+            keep=self.loop.log_lines if self.resume else None,
         )
         for message in self.warnings:
             say(self.accelerator, f"warning: {message}")
@@ -354,6 +356,7 @@ class FineTuneRecipe:
             }
         )
         say(self.accelerator, f"step {loop.step} (epoch {position:.2f}): {format_metrics(metrics)}")
+        checkpoint.fault_point("eval", loop.step)
         self.accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=loop.step)
         value, threshold = metrics[main_metric], self.cfg.early_stopping_threshold
         if loop.best_metric is None or (
@@ -391,6 +394,7 @@ class FineTuneRecipe:
     # ------------------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self) -> Path:
+        self.loop.log_lines = self.log.lines
         path = checkpoint.save(
             self.out,
             self.loop,

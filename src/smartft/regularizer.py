@@ -7,8 +7,8 @@ most changes the model's output, and returns how much it changes it. SMART, ALIC
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -137,8 +137,10 @@ class SmartRegularizer:
         seed: int = 0,
         hook: EmbeddingHook | LayerInputHook | None = None,
         precision: Precision | None = None,
+        kl_gradient: str = "full",
     ) -> None:
         self.model = model
+        self.outer = output_divergence(regression, kl_gradient)
         self.config = config or SmartConfig()
         self.regression = regression
         self.hook = hook or EmbeddingHook(model)
@@ -165,6 +167,15 @@ class SmartRegularizer:
         elif isinstance(self.hook, EmbeddingHook):
             scale = embedding_scale(self.model)
             warn_radius("--smart_eps", self.config.smart_eps, scale, dtype)
+
+    @contextmanager
+    def using(self, config: SmartConfig) -> Iterator[None]:
+        """Other perturbation settings for the passes inside (ALICE's label term)."""
+        saved, self.config = self.config, config
+        try:
+            yield
+        finally:
+            self.config = saved
 
     def mark_clean_pass(self, device: torch.device) -> None:
         """Call just before each clean forward when smart_dropout=replay (the methods do)."""
@@ -282,7 +293,7 @@ class SmartRegularizer:
         """ℓ_s(f(x + δ), f(x)), or the task loss of f(x + δ) against the gold labels."""
         if labels is not None:
             return task_loss(perturbed, labels, self.regression)
-        return divergence(output_divergence(self.regression), perturbed, logits)
+        return divergence(self.outer, perturbed, logits)
 
     def _record(self, value: torch.Tensor, delta: torch.Tensor, mask: torch.Tensor) -> None:
         sizes = norm(delta, self.config.smart_norm, "token").squeeze(-1)

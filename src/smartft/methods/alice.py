@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -32,6 +32,16 @@ class AliceConfig:
         default=False,
         metadata=option("ALICE++: perturb a random transformer layer's input each step"),
     )
+    alice_adv_projection: str = field(
+        default="unit",
+        metadata=option(
+            "the label term's perturbation: unit (unit ∞-norm per token, as the mt-dnn code ALICE "
+            "is built on: large enough to change the prediction) or smart (the virtual term's "
+            "settings; at the paper's ε = 1e-5 the term is then the clean loss under another "
+            "dropout mask)",
+            ("unit", "smart"),
+        ),
+    )
 
 
 class Alice(Method[AliceConfig]):
@@ -46,6 +56,7 @@ class Alice(Method[AliceConfig]):
         self.smart = self.settings(SmartConfig)
         self.regularizer: SmartRegularizer | None = None
         self.layers: random.Random = random.Random(0)
+        self.adv_config = self.smart
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         if self.smart.smart_low_memory:
@@ -53,9 +64,11 @@ class Alice(Method[AliceConfig]):
         hook = LayerInputHook(model) if self.config.alice_plus_plus else None
         seed = info.stream_seed(0, per_process=True)
         self.regularizer = SmartRegularizer(
-            model, self.smart, info.regression, seed, hook, info.precision
+            model, self.smart, info.regression, seed, hook, info.precision, info.kl_gradient
         )
         self.layers = random.Random(seed)
+        unit = self.config.alice_adv_projection == "unit"
+        self.adv_config = replace(self.smart, smart_projection="unit") if unit else self.smart
 
     def before_forward(
         self,
@@ -82,7 +95,8 @@ class Alice(Method[AliceConfig]):
                 terms["loss_alice_virtual"] = self.smart.smart_lambda * virtual
                 self.last["alice_virtual"] = float(virtual.detach())
         if self.config.alice_adv_lambda > 0:
-            adversarial = reg.penalty(inputs, logits, labels=batch["labels"])
+            with reg.using(self.adv_config):
+                adversarial = reg.penalty(inputs, logits, labels=batch["labels"])
             if adversarial is not None:
                 terms["loss_alice_adv"] = self.config.alice_adv_lambda * adversarial
                 self.last["alice_adv"] = float(adversarial.detach())
@@ -91,3 +105,14 @@ class Alice(Method[AliceConfig]):
 
     def counters(self) -> dict[str, int]:
         return {"alice_skipped_total": self.regularizer.skipped if self.regularizer else 0}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.regularizer is not None:
+            state["regularizer"] = self.regularizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict({k: v for k, v in state.items() if k != "regularizer"})
+        if self.regularizer is not None and "regularizer" in state:
+            self.regularizer.load_state_dict(state["regularizer"])

@@ -3,6 +3,7 @@ talks to a method only through this class."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ class SetupInfo:
     # the working precision of forward passes: a method warns (PrecisionWarning) when its
     # perturbation is too small for it, and scales inner gradients by its grad_scale (fp16)
     precision: Precision = field(default_factory=Precision)
+    kl_gradient: str = "full"  # symmetric KL: full gradient or mt-dnn's detached form
 
     def stream_seed(self, stream: int, per_process: bool) -> int:
         """The seed of a method's own random stream (so its draws never shift dropout or data
@@ -114,8 +116,34 @@ class Method(Generic[C]):
         """Tensors that must agree on every process (e.g. a teacher's weights)."""
         return []
 
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own state for exact resume (beyond the model's weights): by default the
+        state of every random stream it holds (`torch.Generator` and `random.Random`
+        attributes); methods add their counters and buffers."""
+        state: dict[str, Any] = {}
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Generator):
+                state[name] = value.get_state()
+            elif isinstance(value, random.Random):
+                state[name] = value.getstate()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            current = getattr(self, name, None)
+            if isinstance(current, torch.Generator):
+                current.set_state(value)
+            elif isinstance(current, random.Random):
+                current.setstate(value)
+
     def save(self, folder: Path) -> None:
-        """Write the method's state (e.g. a teacher) into a checkpoint folder."""
+        """Write the method's state into a checkpoint folder (weights-only pickle)."""
+        state = self.state_dict()
+        if state:
+            torch.save(state, folder / f"{self.name}_state.pt")
 
     def load(self, folder: Path) -> None:
         """Restore what `save` wrote."""
+        path = folder / f"{self.name}_state.pt"
+        if path.is_file():
+            self.load_state_dict(torch.load(path, weights_only=True))

@@ -1,6 +1,11 @@
-"""Child-Tuning (Xu et al., EMNLP 2021): update only a child network of the pre-trained model.
-F (task-free): a fresh Bernoulli gradient mask every update, rescaled by 1/p. D (task-driven): a
-fixed mask, the top fraction of weights by Fisher information, computed before training."""
+"""Child-Tuning (Xu et al., EMNLP 2021): update only a child network of the model.
+
+D (task-driven): a fixed mask over the transformer layers' parameters (those named `layer`, as the
+paper's code selects them), the top fraction by Fisher information; the Fisher information is the
+squared gradient of the task loss, each parameter's gradient clipped to norm 1 first, averaged over
+the training batches in training mode (dropout on), as the code computes it before training.
+F (task-free): a fresh Bernoulli(p) mask over every parameter's gradient at each update (the head's
+too), rescaled by 1/p. Embeddings, pooler and head are not masked under D."""
 
 from __future__ import annotations
 
@@ -14,7 +19,6 @@ from smartft.errors import ConfigError
 from smartft.masks import fisher_information, top_fraction_masks
 from smartft.methods.base import Method, SetupInfo
 from smartft.options import option
-from smartft.parts import pretrained_parameters
 
 
 @dataclass
@@ -26,10 +30,14 @@ class ChildTuningConfig:
         default="D", metadata=option("F: random mask each update; D: fixed Fisher mask", ("F", "D"))
     )
     child_reserve: float = field(
-        default=0.3, metadata=option("p_D: fraction of pre-trained weights in the child")
+        default=0.3, metadata=option("p: fraction of the masked parameters in the child")
     )
     child_fisher_batches: int = field(
         default=0, metadata=option("D: training batches for the Fisher information (0 = all)")
+    )
+    child_fisher_clip: float = field(
+        default=1.0,
+        metadata=option("D: each parameter's gradient clipped to this norm in the Fisher pass"),
     )
 
     def __post_init__(self) -> None:
@@ -37,8 +45,16 @@ class ChildTuningConfig:
             raise ConfigError(f"child_reserve must be in (0, 1], got {self.child_reserve}")
 
 
+def layer_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Trainable parameters of the transformer layers: those whose name contains `layer`."""
+    found = {n: p for n, p in model.named_parameters() if p.requires_grad and "layer" in n}
+    if not found:
+        raise ConfigError("child_tuning D: the model has no parameters named 'layer'")
+    return found
+
+
 class ChildTuning(Method[ChildTuningConfig]):
-    """Masks the pre-trained parameters' gradients before each update; the head is not masked."""
+    """Masks gradients before each update: D a fixed Fisher mask on the layers, F a random one."""
 
     name: ClassVar[str] = "child_tuning"
     summary: ClassVar[str] = "update only a child network: F random / D Fisher mask (~1x)"
@@ -51,19 +67,22 @@ class ChildTuning(Method[ChildTuningConfig]):
         self.generator: torch.Generator | None = None
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
-        self.params = pretrained_parameters(model)
         self.generator = info.generator(next(model.parameters()).device, 1, per_process=False)
-        if self.config.child_mode == "D":
-            if info.train_batches is None:
-                raise ConfigError("child_tuning D needs the training data to compute Fisher masks")
-            scores = fisher_information(
-                model,
-                self.params,
-                info.train_batches(),
-                info.regression,
-                self.config.child_fisher_batches,
-            )
-            self.masks = top_fraction_masks(scores, self.config.child_reserve)
+        if self.config.child_mode == "F":
+            self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+            return
+        if info.train_batches is None:
+            raise ConfigError("child_tuning D needs the training data to compute Fisher masks")
+        self.params = layer_parameters(model)
+        scores = fisher_information(
+            model,
+            self.params,
+            info.train_batches(),
+            info.regression,
+            self.config.child_fisher_batches,
+            clip=self.config.child_fisher_clip,
+        )
+        self.masks = top_fraction_masks(scores, self.config.child_reserve)
 
     @torch.no_grad()
     def before_update(self, model: nn.Module) -> None:

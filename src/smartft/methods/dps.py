@@ -1,24 +1,23 @@
-"""DPS (Zhang et al., 2022): dynamic parameter selection. Training runs in stages; during each
-stage the gradient importance of every pre-trained weight is accumulated, and the next stage
-updates only the most important `keep` fraction of them (the first stage updates all)."""
+"""DPS (Zhang et al., 2022): dynamic parameter selection. Training alternates between stages that
+update every weight and collect the gradient importance of the pre-trained linear weights, and
+stages that update only the most important `keep` fraction of each such weight tensor (chosen from
+the importance just collected). Only the gradient is masked: the optimizer's state still moves a
+masked weight, as masking the gradient of an Adam update does. The head and the other parameters
+(embeddings, LayerNorms, biases) are always updated."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from smartft.errors import ConfigError
-from smartft.masks import top_fraction_masks
 from smartft.methods.base import Method, SetupInfo
 from smartft.options import option
-from smartft.parts import pretrained_parameters
-
-STATE_FILE = "dps_state.pt"
+from smartft.parts import head_modules
 
 
 @dataclass
@@ -26,7 +25,8 @@ class DPSConfig:
     """Subnetwork size and stage length (defaults: 0.3 and 5 % of training, the paper's)."""
 
     dps_keep: float = field(
-        default=0.3, metadata=option("fraction of pre-trained weights updated in a stage")
+        default=0.3,
+        metadata=option("fraction of each pre-trained linear weight updated in a masked stage"),
     )
     dps_stage_ratio: float = field(
         default=0.05, metadata=option("stage length as a fraction of all updates")
@@ -37,13 +37,33 @@ class DPSConfig:
             raise ConfigError("dps_keep and dps_stage_ratio must be in (0, 1]")
 
 
+def linear_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The weight of every pre-trained nn.Linear (the head's excluded), by parameter name."""
+    head = {id(m) for m in head_modules(model)}
+    names = {id(p): n for n, p in model.named_parameters()}
+    found: dict[str, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and id(module) not in head:
+            weight = module.weight
+            if isinstance(weight, nn.Parameter) and weight.requires_grad:
+                found[names[id(weight)]] = weight
+    return found
+
+
+def top_per_tensor(scores: torch.Tensor, fraction: float) -> torch.Tensor:
+    """A boolean mask of the top `fraction` of one tensor's entries by score."""
+    flat = scores.flatten()
+    keep = max(1, round(fraction * flat.numel()))
+    threshold = torch.kthvalue(flat, flat.numel() - keep + 1).values
+    return scores >= threshold
+
+
 class DPS(Method[DPSConfig]):
-    """Importance = accumulated squared gradient (before masking) over the current stage; the
-    head is always trained. Weights outside the subnetwork are held exactly where they are
-    (restored after the optimizer step, so neither Adam's momentum nor weight decay moves them)."""
+    """Importance = squared gradient summed over a full stage; the next stage masks the gradient
+    of each linear weight to its top `keep` fraction; then a full stage again, and so on."""
 
     name: ClassVar[str] = "dps"
-    summary: ClassVar[str] = "staged updates of the most important subnetwork (~1.35x)"
+    summary: ClassVar[str] = "alternating full / most-important-subnetwork stages (~1.1x)"
     config_classes: ClassVar[tuple[type, ...]] = (DPSConfig,)
 
     def __init__(self, configs: dict[type, Any] | None = None) -> None:
@@ -51,44 +71,42 @@ class DPS(Method[DPSConfig]):
         self.params: dict[str, nn.Parameter] = {}
         self.importance: dict[str, torch.Tensor] = {}
         self.masks: dict[str, torch.Tensor] = {}
-        self.held: dict[str, torch.Tensor] = {}
         self.stage_length = 1
         self.step = 0
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
-        self.params = pretrained_parameters(model)
+        self.params = linear_weights(model)
         self.importance = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.stage_length = max(1, math.ceil(self.config.dps_stage_ratio * info.total_steps))
 
+    def masked_stage(self) -> bool:
+        return (self.step // self.stage_length) % 2 == 1
+
     @torch.no_grad()
     def before_update(self, model: nn.Module) -> None:
+        masked = self.masked_stage()
         for name, param in self.params.items():
             if param.grad is None:
                 continue
-            self.importance[name] += param.grad.pow(2)
-            if self.masks:
+            if masked:
                 param.grad.mul_(self.masks[name])
-                self.held[name] = param.detach().clone()
+            else:
+                self.importance[name] += param.grad.pow(2)
 
-    @torch.no_grad()
     def after_step(self, model: nn.Module) -> None:
-        for name, saved in self.held.items():
-            param = self.params[name]
-            param.copy_(torch.where(self.masks[name], param, saved))
-        self.held = {}
         self.step += 1
-        if self.step % self.stage_length == 0:  # a stage ends: choose the next subnetwork
-            self.masks = top_fraction_masks(self.importance, self.config.dps_keep)
+        if self.step % self.stage_length == 0 and self.masked_stage():  # a full stage ended
+            self.masks = {
+                n: top_per_tensor(s, self.config.dps_keep) for n, s in self.importance.items()
+            }
             for value in self.importance.values():
                 value.zero_()
 
     def counters(self) -> dict[str, int]:
         return {"dps_stage_length": self.stage_length}
 
-    def save(self, folder: Path) -> None:
-        state = {"step": self.step, "importance": self.importance, "masks": self.masks}
-        torch.save(state, folder / STATE_FILE)
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "importance": self.importance, "masks": self.masks}
 
-    def load(self, folder: Path) -> None:
-        state = torch.load(folder / STATE_FILE, weights_only=True)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.importance, self.masks = state["step"], state["importance"], state["masks"]

@@ -1,12 +1,19 @@
 """FreeLB (Zhu et al., ICLR 2020): K ascent steps on the task loss against the gold labels, the
 parameter gradient averaged over all K perturbed losses ("free" large-batch adversarial training).
-The first of the K losses is the clean one (the perturbation starts at zero), so the loop's clean
-forward is step 0; the averaging is a loss term like any other: `loss_freelb` adds the K − 1
-perturbed losses and takes back (K − 1)/K of the clean loss the loop adds with weight 1."""
+
+As in the paper and its code: the perturbation starts at random inside the ball (uniform, of L2
+size `freelb_init_mag` per example, spread over its tokens and dimensions), the K losses are taken
+at δ_0 .. δ_{K-1}, every pass uses the same dropout masks (the code reuses them across its ascent
+steps; here they are the clean pass's), and δ_{t+1} = Π(δ_t + α ∇δ L / ‖∇δ L‖₂). The loop's clean
+forward is not part of the objective: `loss_freelb` adds the K perturbed losses / K and takes the
+clean loss back out. With `freelb_init_mag 0` the start is zero and the clean pass is δ_0 itself
+(K passes in all, one of them the loop's).
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -20,14 +27,23 @@ from smartft.methods.base import Method, SetupInfo
 from smartft.options import option
 from smartft.perturb import EmbeddingHook, normalize, project_ball
 from smartft.precision import Precision, embedding_scale, warn_radius
+from smartft.rng import CleanPassMasks
 
 
 @dataclass
 class FreeLBConfig:
-    """FreeLB's ascent (defaults: K = 3, α = 0.1, no norm bound, start after 20 updates)."""
+    """FreeLB's ascent (defaults: K = 3, α = 0.1, random start of size 0.1, no norm bound, start
+    after 20 updates; the official GLUE scripts use α 0.04-0.2 and starts of 0.08-1.0)."""
 
-    freelb_steps: int = field(default=3, metadata=option("K: perturbed losses averaged per step"))
+    freelb_steps: int = field(default=3, metadata=option("K: perturbed losses averaged per update"))
     freelb_step_size: float = field(default=0.1, metadata=option("α: ascent step size"))
+    freelb_init_mag: float = field(
+        default=0.1,
+        metadata=option(
+            "L2 size per example of the random start (uniform, over its tokens x dimensions); "
+            "0 = start at zero, the clean pass being the first of the K"
+        ),
+    )
     freelb_max_norm: float = field(
         default=0.0, metadata=option("ε: per-example L2 bound of the perturbation (0 = none)")
     )
@@ -38,10 +54,12 @@ class FreeLBConfig:
     def __post_init__(self) -> None:
         if self.freelb_steps < 1:
             raise ConfigError(f"freelb_steps must be ≥ 1, got {self.freelb_steps}")
+        if self.freelb_init_mag < 0:
+            raise ConfigError(f"freelb_init_mag must be ≥ 0, got {self.freelb_init_mag}")
 
 
 class FreeLB(Method[FreeLBConfig]):
-    """Σ_{t<K} L(x + δ_t, y) / K with δ_0 = 0 and δ_{t+1} = Π(δ_t + α ∇δ L / ‖∇δ L‖₂)."""
+    """Σ_{t<K} L(x + δ_t, y) / K, δ_0 random in the ball, δ_{t+1} = Π(δ_t + α g_t / ‖g_t‖₂)."""
 
     name: ClassVar[str] = "freelb"
     summary: ClassVar[str] = (
@@ -55,11 +73,14 @@ class FreeLB(Method[FreeLBConfig]):
         self.regression = False
         self.step = 0
         self.precision = Precision()
+        self.masks = CleanPassMasks()
+        self.generator: torch.Generator | None = None
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
         self.hook = EmbeddingHook(model)
         self.regression = info.regression
         self.precision = info.precision
+        self.generator = info.generator(next(model.parameters()).device, 4, per_process=True)
         if info.precision.dtype != torch.float32 and info.train_batches is not None:
             # a step of L2 size α per example spreads over its tokens × embedding dimensions
             first = next(info.train_batches())
@@ -71,12 +92,30 @@ class FreeLB(Method[FreeLBConfig]):
     def active(self) -> bool:
         return self.step >= self.config.freelb_start_step and self.config.freelb_steps > 1
 
+    def before_forward(
+        self,
+        model: nn.Module,
+        batch: dict[str, torch.Tensor],
+        backward: Callable[[torch.Tensor], None],
+    ) -> None:
+        self.masks.mark(batch["input_ids"].device)
+
+    def start(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """δ_0: uniform in [-1, 1], scaled to L2 size init_mag / √(tokens · dim) per element."""
+        magnitude = self.config.freelb_init_mag
+        if magnitude == 0:
+            return torch.zeros_like(embedded)
+        assert self.generator is not None
+        noise = torch.rand(embedded.shape, generator=self.generator, device=embedded.device)
+        sizes = mask.sum((1, 2), keepdim=True) * embedded.shape[-1]
+        return (noise * 2 - 1) * mask * (magnitude / sizes.clamp(min=1).sqrt())
+
     def _advance(self, delta: torch.Tensor, grad: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         step = normalize(grad * mask, "l2", "example")
         delta = delta.detach() + self.config.freelb_step_size * step
         if self.config.freelb_max_norm > 0:
             delta = project_ball(delta, self.config.freelb_max_norm, "l2", "example")
-        return (delta * mask).requires_grad_(True)
+        return delta * mask
 
     def loss_terms(
         self, model: nn.Module, batch: dict[str, torch.Tensor], logits: torch.Tensor
@@ -89,23 +128,32 @@ class FreeLB(Method[FreeLBConfig]):
         inputs, labels = model_inputs(batch), batch["labels"]
         mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
         mask = mask.unsqueeze(-1).to(embedded.dtype)
-        loss_clean = task_loss(logits, labels, self.regression)
         scale = self.precision.grad_scale()  # fp16: keeps small gradients from underflowing
-        (grad,) = torch.autograd.grad(loss_clean * scale, embedded, retain_graph=True)
-        delta = torch.zeros_like(embedded)
-        losses = []
-        for t in range(1, self.config.freelb_steps):
-            delta = self._advance(delta, grad, mask)
-            with self.hook.perturbed(delta):
-                loss = task_loss(model(**inputs).logits, labels, self.regression)
+        loss_clean = task_loss(logits, labels, self.regression)
+        losses: list[torch.Tensor] = []
+        delta = self.start(embedded, mask)
+        for t in range(self.config.freelb_steps):
+            if t == 0 and self.config.freelb_init_mag == 0:  # δ_0 = 0: the clean pass itself
+                loss, point = loss_clean, embedded
+            else:
+                point = delta.requires_grad_(True)
+                with self.hook.perturbed(point), self.masks.replay(embedded.device):
+                    loss = task_loss(model(**inputs).logits, labels, self.regression)
             losses.append(loss)
             if t < self.config.freelb_steps - 1:
-                (grad,) = torch.autograd.grad(loss * scale, delta, retain_graph=True)
+                (grad,) = torch.autograd.grad(loss * scale, point, retain_graph=True)
+                delta = self._advance(delta, grad, mask)
         self.hook.clear()
         self.last = {"freelb_last_loss": float(losses[-1].detach())}
-        k = self.config.freelb_steps
-        # the loop adds the clean loss with weight 1; the objective gives it 1/K like the others
-        return {"loss_freelb": (torch.stack(losses).sum() - (k - 1) * loss_clean) / k}
+        # the loop adds the clean loss with weight 1: the term takes it back out
+        return {"loss_freelb": torch.stack(losses).mean() - loss_clean}
 
     def after_step(self, model: nn.Module) -> None:
         self.step += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.step = int(state.get("step", 0))

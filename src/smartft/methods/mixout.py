@@ -1,5 +1,12 @@
-"""Mixout (Lee, Cho & Kang, ICLR 2020): like dropout, but a dropped weight falls back to its
-pre-trained value instead of zero, which keeps fine-tuning near the starting point."""
+"""Mixout (Lee, Cho & Kang, ICLR 2020): like dropout, but a dropped unit falls back to its
+pre-trained value instead of zero, which keeps fine-tuning near the starting point.
+
+As the paper and its code: the mask is drawn per input neuron of each linear layer (one Bernoulli
+draw per column of the weight, shared by every output row), and the paper's example turns
+dropout off, which mixout replaces. `--mixout_mask weight` draws one per weight instead
+("mixconnect"); `--mixout_keep_dropout` keeps the model's dropout. The masks come from the method's
+own generator, checkpointed, so they never shift dropout or data order.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from torch import nn
 from smartft.errors import ConfigError
 from smartft.methods.base import Method, SetupInfo
 from smartft.options import option
-from smartft.parts import head_modules
+from smartft.parts import disable_dropout, head_modules
 
 
 @dataclass
@@ -21,7 +28,18 @@ class MixoutConfig:
 
     mixout_p: float = field(
         default=0.9,
-        metadata=option("probability that a weight is replaced by its pre-trained value"),
+        metadata=option("probability that a unit is replaced by its pre-trained value"),
+    )
+    mixout_mask: str = field(
+        default="neuron",
+        metadata=option(
+            "neuron: one draw per input neuron (the paper's code); weight: one per weight",
+            ("neuron", "weight"),
+        ),
+    )
+    mixout_keep_dropout: bool = field(
+        default=False,
+        metadata=option("keep the model's dropout (the paper's example sets it to 0)"),
     )
 
     def __post_init__(self) -> None:
@@ -29,12 +47,14 @@ class MixoutConfig:
             raise ConfigError(f"mixout_p must be in [0, 1], got {self.mixout_p}")
 
 
-def mixout(weight: torch.Tensor, target: torch.Tensor, p: float) -> torch.Tensor:
-    """u + (1 − M) ⊙ (w − u) / (1 − p), M ~ Bernoulli(p): each weight is replaced by its
-    pre-trained value u with probability p, and the rest rescaled so that E = w."""
+def mixout(
+    weight: torch.Tensor, target: torch.Tensor, p: float, keep: torch.Tensor
+) -> torch.Tensor:
+    """u + M ⊙ (w − u) / (1 − p) with M the `keep` mask (Bernoulli(1 − p), broadcast over the
+    weight): each unit falls back to its pre-trained value u with probability p, the rest is
+    rescaled so that E = w."""
     if p >= 1.0:
         return target
-    keep = torch.rand_like(weight) >= p
     return target + keep * (weight - target) / (1.0 - p)
 
 
@@ -44,15 +64,19 @@ class MixoutLinear(nn.Linear):
 
     mixout_p: float
     mixout_target: torch.Tensor
+    mixout_per_neuron: bool
+    mixout_generator: torch.Generator
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.training or self.mixout_p == 0:
             return super().forward(input)
-        weight = mixout(self.weight, self.mixout_target, self.mixout_p)
+        shape = (self.in_features,) if self.mixout_per_neuron else tuple(self.weight.shape)
+        draw = torch.rand(shape, generator=self.mixout_generator, device=self.weight.device)
+        weight = mixout(self.weight, self.mixout_target, self.mixout_p, draw >= self.mixout_p)
         return nn.functional.linear(input, weight, self.bias)
 
 
-def apply_mixout(model: nn.Module, p: float) -> int:
+def apply_mixout(model: nn.Module, p: float, per_neuron: bool, generator: torch.Generator) -> int:
     """Turn every pre-trained nn.Linear (not the head) into a MixoutLinear; returns how many."""
     head = {id(m) for m in head_modules(model)}
     count = 0
@@ -60,6 +84,8 @@ def apply_mixout(model: nn.Module, p: float) -> int:
         if type(module) is nn.Linear and id(module) not in head:
             module.__class__ = MixoutLinear
             object.__setattr__(module, "mixout_p", p)
+            object.__setattr__(module, "mixout_per_neuron", per_neuron)
+            object.__setattr__(module, "mixout_generator", generator)
             module.register_buffer(
                 "mixout_target", module.weight.detach().clone(), persistent=False
             )
@@ -71,17 +97,23 @@ class Mixout(Method[MixoutConfig]):
     """Mixout on the encoder's linear layers; the loop is untouched (it acts in the forward)."""
 
     name: ClassVar[str] = "mixout"
-    summary: ClassVar[str] = "drop weights to their pre-trained values (~1.1x)"
+    summary: ClassVar[str] = "drop units to their pre-trained values (~1.1x)"
     config_classes: ClassVar[tuple[type, ...]] = (MixoutConfig,)
 
     def __init__(self, configs: dict[type, Any] | None = None) -> None:
         super().__init__(configs)
         self.layers = 0
+        self.generator: torch.Generator | None = None
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
-        self.layers = apply_mixout(model, self.config.mixout_p)
+        # like dropout's, each process draws its own masks for its own batch
+        self.generator = info.generator(next(model.parameters()).device, 5, per_process=True)
+        per_neuron = self.config.mixout_mask == "neuron"
+        self.layers = apply_mixout(model, self.config.mixout_p, per_neuron, self.generator)
         if self.layers == 0:
             raise ConfigError("mixout: the model has no nn.Linear layers outside its head")
+        if not self.config.mixout_keep_dropout:
+            disable_dropout(model)
 
     def counters(self) -> dict[str, int]:
         return {"mixout_layers": self.layers}

@@ -66,7 +66,7 @@ class R3F(Method[R3FConfig]):
         self.kind = "sym_kl"
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
-        self.kind = output_divergence(info.regression)
+        self.kind = output_divergence(info.regression, info.kl_gradient)
         if info.precision.dtype != torch.float32:
             scale = embedding_scale(model)
             warn_radius("--r3f_eps", self.config.r3f_eps, scale, info.precision.dtype)

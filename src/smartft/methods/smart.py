@@ -57,7 +57,7 @@ class Smart(Method[SmartConfig]):
         self.kind = "sym_kl"
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
-        self.kind = output_divergence(info.regression)
+        self.kind = output_divergence(info.regression, info.kl_gradient)
         if self.bregman.bregman_mu > 0:  # copy the model before the regularizer hooks it
             self.teacher = make_teacher(model, self.bregman, info.total_steps)
             device = next(model.parameters()).device
@@ -66,7 +66,12 @@ class Smart(Method[SmartConfig]):
             check_low_memory(self.config, info)
             seed = info.stream_seed(0, per_process=True)
             self.regularizer = SmartRegularizer(
-                model, self.config, info.regression, seed, precision=info.precision
+                model,
+                self.config,
+                info.regression,
+                seed,
+                precision=info.precision,
+                kl_gradient=info.kl_gradient,
             )
 
     def loss_terms(
