@@ -66,8 +66,8 @@ def test_presets_load(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "words"),
     [
-        ("per_device_train_batch_size", "0", "at least 1"),
-        ("learning_rate", "-1", "positive"),
+        ("per_device_train_batch_size", "0", "must be ≥ 1"),
+        ("learning_rate", "-1", "must be > 0"),
         ("train_fraction", "1.5", "(0, 1]"),
         ("warmup_ratio", "1", "[0, 1)"),
         ("eval_strategy", "steps", "eval_steps"),

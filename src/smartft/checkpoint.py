@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from smartft.errors import SmartftError
+from smartft.output import ordinary_permissions
 
 PREFIX = "checkpoint-"
 COMPLETE = "COMPLETE"
@@ -188,6 +189,7 @@ def save(
             (temporary / STATE_FILE).write_text(json.dumps(asdict(loop)), encoding="utf-8")
         accelerator.wait_for_everyone()
         if main:
+            ordinary_permissions(temporary)
             for path in temporary.iterdir():
                 _fsync(path)
             if final.exists():

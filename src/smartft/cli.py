@@ -6,10 +6,13 @@ User errors (bad data, flags, paths) print one message and exit with code 2, no 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 from smartft.config import TrainConfig, add_arguments, all_config_classes, load_yaml, resolve
@@ -17,8 +20,43 @@ from smartft.errors import SmartftError
 from smartft.metrics import json_safe
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    """argparse without prefix matching (`--lr` is not `--lr_scheduler_type`), which also knows
+    its subcommands' parsers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, Parser] = {}
+
+
+# what `eval` and `predict` use of the training options
+INFERENCE_OPTIONS = (
+    "model_name_or_path",
+    "task_name",
+    "data_dir",
+    "train_file",
+    "validation_file",
+    "test_file",
+    "text_columns",
+    "label_column",
+    "problem_type",
+    "output_dir",
+    "max_seq_length",
+    "per_device_eval_batch_size",
+    "max_eval_samples",
+    "bf16",
+    "fp16",
+    "tf32",
+    "num_threads",
+    "tune_cpu_allocator",
+    "disable_tqdm",
+    "trust_remote_code",
+)
+
+
+def _parser() -> Parser:
+    parser = Parser(
         prog="smartft", description="Robust fine-tuning of pre-trained encoders (SMART and peers)."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -28,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_bench(commands)
     commands.add_parser("methods", help="list the fine-tuning methods")
     commands.add_parser("tasks", help="list the registered tasks")
+    parser.commands = dict(commands.choices)
     return parser
 
 
@@ -36,6 +75,7 @@ def _add_model_commands(commands: Any) -> None:
     train = commands.add_parser(
         "train",
         help="fine-tune a model on a task or your own files",
+        usage="smartft train [--config FILE] [--OPTION VALUE ...]   (all options: --help)",
         description="Fine-tune, evaluate, save. Every option can also be "
         "given in a YAML file (--config); command-line flags win.",
     )
@@ -45,7 +85,8 @@ def _add_model_commands(commands: Any) -> None:
         ("eval", "score a saved model on a labeled split"),
         ("predict", "write GLUE-style submission files for test splits"),
     ):
-        sub = commands.add_parser(name, help=text, description=text)
+        usage = f"smartft {name} --model_name_or_path DIR (--task_name T --data_dir D | files) ..."
+        sub = commands.add_parser(name, help=text, description=text, usage=usage)
         sub.add_argument("--config", default=None, help="YAML file with option: value lines")
         sub.add_argument(
             "--split",
@@ -55,7 +96,90 @@ def _add_model_commands(commands: Any) -> None:
         )
         if name == "eval":
             sub.add_argument("--output_file", default=None, help="also write the metrics as JSON")
-        add_arguments(sub, [TrainConfig])
+        sub.add_argument(
+            "--allow_label_mismatch",
+            action="store_true",
+            help="score a model whose labels differ from the task's (a deliberate transfer, "
+            "e.g. an RTE model on SciTail); the model's label ids are read as the task's",
+        )
+        add_arguments(sub, [TrainConfig], only=INFERENCE_OPTIONS, title="Model, data and precision")
+
+
+NEGATIVE = re.compile(r"^-(\d|\.\d|inf$|nan$)")
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """`--learning_rate -1e-5` as `--learning_rate=-1e-5`: argparse would read the value as an
+    option (it only recognises plain negative integers and decimals), so it would never reach
+    the range check that names the problem."""
+    out: list[str] = []
+    for token in argv:
+        if out and NEGATIVE.match(token) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+# names other tools use, and what they are called here
+ALIASES = {
+    "--lr": "--learning_rate",
+    "--epochs": "--num_train_epochs",
+    "--batch_size": "--per_device_train_batch_size",
+    "--bs": "--per_device_train_batch_size",
+    "--model": "--model_name_or_path",
+    "--task": "--task_name",
+    "--output": "--output_dir",
+    "--max_length": "--max_seq_length",
+}
+
+
+def _known(parser: argparse.ArgumentParser) -> list[str]:
+    return [o for o in parser._option_string_actions if o.startswith("--") and o != "--help"]
+
+
+def _unknown_option(parser: argparse.ArgumentParser, token: str, extra: Sequence[str] = ()) -> None:
+    """One line naming the unknown option and the closest known one; exits 2 (argparse)."""
+    if not token.startswith("-"):
+        parser.error(f"unexpected argument {token!r}")
+    name = token.split("=", 1)[0]
+    known = [*_known(parser), *extra]
+    alias = ALIASES.get(name)
+    close = [alias] if alias in known else difflib.get_close_matches(name, known, n=1)
+    parser.error(f"unknown option {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+
+
+def _train_options_as_sets(parser: argparse.ArgumentParser, unknown: list[str]) -> list[str]:
+    """`smartft sweep ... --max_train_samples 64`: train options given directly, as --set."""
+    names = {f.name for cls in all_config_classes() for f in fields(cls)}
+    sets: list[str] = []
+    position = 0
+    while position < len(unknown):
+        token = unknown[position]
+        key, has_value, value = token.removeprefix("--").partition("=")
+        if not token.startswith("--") or key not in names:
+            _unknown_option(parser, token, [f"--{n}" for n in names])
+        if not has_value:
+            following = unknown[position + 1] if position + 1 < len(unknown) else None
+            if following is not None and not following.startswith("--"):
+                value, position = following, position + 1
+            else:
+                value = "true"  # a bare flag
+        sets.append(f"{key}={value}")
+        position += 1
+    return sets
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = _parser()
+    tokens = join_negative_values(list(sys.argv[1:] if argv is None else argv))
+    args, unknown = parser.parse_known_args(tokens)
+    if unknown:
+        command = parser.commands[args.command]
+        if args.command != "sweep":
+            _unknown_option(command, unknown[0])
+        args.set = [*args.set, *_train_options_as_sets(command, unknown)]
+    return args
 
 
 def _add_sweep(commands: Any) -> None:
@@ -182,84 +306,110 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "methods":
-        from smartft.methods import METHODS
+def _methods(args: argparse.Namespace) -> int:
+    from smartft.methods import METHODS
 
-        for name, method in METHODS.items():
-            print(f"{name:12s} {method.summary}")
+    for name, method in METHODS.items():
+        print(f"{name:12s} {method.summary}")
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from smartft.data.tasks import TASKS
+
+    for name, spec in TASKS.items():
+        kind = "regression" if spec.is_regression else f"{spec.num_labels} classes"
+        print(f"{name:16s} {spec.folder:24s} {kind:12s} {', '.join(spec.metrics)}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from smartft import sweep
+
+    plan = sweep.build(
+        sweep.from_file(args.config),
+        runs_dir=args.runs_dir,
+        tasks=args.tasks,
+        methods=args.methods,
+        seeds=args.seeds,
+        sets=args.set,
+        grids=args.grid,
+    )
+    failed = sweep.run_all(plan, sweep.expand(plan), dry_run=args.dry_run)
+    return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from smartft.report import report
+
+    text, files = report(
+        [Path(d) for d in args.runs_dirs],
+        Path(args.out) if args.out else None,
+        args.baseline,
+        plots=not args.no_plots,
+    )
+    print(text)
+    for path in files:
+        print(f"wrote {path}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from smartft.recipe import train
+
+    resolved = _run_config(args, ())
+    results = train(resolved)
+    if int(os.environ.get("RANK", "0")) != 0:  # one process reports
         return 0
-    if args.command == "tasks":
-        from smartft.data.tasks import TASKS
-
-        for name, spec in TASKS.items():
-            kind = "regression" if spec.is_regression else f"{spec.num_labels} classes"
-            print(f"{name:16s} {spec.folder:24s} {kind:12s} {', '.join(spec.metrics)}")
-        return 0
-    if args.command == "sweep":
-        from smartft import sweep
-
-        plan = sweep.build(
-            sweep.from_file(args.config),
-            runs_dir=args.runs_dir,
-            tasks=args.tasks,
-            methods=args.methods,
-            seeds=args.seeds,
-            sets=args.set,
-            grids=args.grid,
+    metric = results.get(f"eval_{results['main_metric']}")
+    print(json.dumps(json_safe(results), indent=2))
+    if metric is not None:
+        folder = results["output_dir"]
+        where = (
+            f"model saved to {folder}"
+            if resolved.train.save_model
+            else f"no model saved; records in {folder}"
         )
-        failed = sweep.run_all(plan, sweep.expand(plan), dry_run=args.dry_run)
-        return 1 if failed else 0
-    if args.command == "bench":
-        return _bench(args)
-    if args.command == "report":
-        from pathlib import Path
+        split = results.get("eval_split", "dev")
+        print(f"\n{results['task']} {split} {results['main_metric']}: {metric:.4f}  ({where})")
+    return 0
 
-        from smartft.report import report
 
-        text, files = report(
-            [Path(d) for d in args.runs_dirs],
-            Path(args.out) if args.out else None,
-            args.baseline,
-            plots=not args.no_plots,
-        )
-        print(text)
-        for path in files:
-            print(f"wrote {path}")
-        return 0
-    if args.command == "train":
-        from smartft.recipe import train
-
-        resolved = _run_config(args, ())
-        results = train(resolved)
-        if int(os.environ.get("RANK", "0")) != 0:  # one process reports
-            return 0
-        metric = results.get(f"eval_{results['main_metric']}")
-        print(json.dumps(json_safe(results), indent=2))
-        if metric is not None:
-            folder = results["output_dir"]
-            where = (
-                f"model saved to {folder}"
-                if resolved.train.save_model
-                else f"no model saved; records in {folder}"
-            )
-            print(f"\n{results['task']} dev {results['main_metric']}: {metric:.4f}  ({where})")
-        return 0
+def _inference(args: argparse.Namespace) -> int:
     from smartft import inference
 
-    cfg = _run_config(args, ("split", "output_file")).train
+    skip = ("split", "output_file", "allow_label_mismatch")
+    cfg = _run_config(args, skip).train
     if args.command == "eval":
-        metrics = inference.evaluate(cfg, args.split)
+        metrics = inference.evaluate(cfg, args.split, args.allow_label_mismatch)
         text = json.dumps(json_safe(metrics), indent=2)
         print(text)
         if args.output_file:
             with open(args.output_file, "w", encoding="utf-8") as handle:
                 handle.write(text + "\n")
         return 0
-    for path in inference.predict(cfg, args.split):
+    for path in inference.predict(cfg, args.split, args.allow_label_mismatch):
         print(f"wrote {path}")
     return 0
+
+
+COMMANDS = {
+    "methods": _methods,
+    "tasks": _tasks,
+    "sweep": _sweep,
+    "bench": _bench,
+    "report": _report,
+    "train": _train,
+    "eval": _inference,
+    "predict": _inference,
+}
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    return COMMANDS[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import inspect
 import types
 import typing
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ import yaml
 
 from smartft.errors import ConfigError
 from smartft.methods import get_method, method_config_classes
-from smartft.options import option
+from smartft.options import check_ranges, describe, option
 
 
 @dataclass
@@ -73,24 +74,45 @@ class TrainConfig:
     overwrite_output_dir: bool = field(
         default=False, metadata=option("allow writing into a non-empty output folder")
     )
-    max_seq_length: int = field(default=128, metadata=option("truncate inputs to this many tokens"))
-    per_device_train_batch_size: int = field(default=16, metadata=option("training batch size"))
-    per_device_eval_batch_size: int = field(default=64, metadata=option("evaluation batch size"))
+    max_seq_length: int = field(
+        default=128, metadata=option("truncate inputs to this many tokens", low=1)
+    )
+    per_device_train_batch_size: int = field(
+        default=16, metadata=option("training batch size", low=1)
+    )
+    per_device_eval_batch_size: int = field(
+        default=64, metadata=option("evaluation batch size", low=1)
+    )
     gradient_accumulation_steps: int = field(
-        default=1, metadata=option("batches whose gradients are summed per update")
+        default=1, metadata=option("batches whose gradients are summed per update", low=1)
     )
-    learning_rate: float = field(default=2e-5, metadata=option("peak AdamW learning rate"))
+    learning_rate: float = field(
+        default=2e-5, metadata=option("peak AdamW learning rate", low=0, open_low=True)
+    )
     weight_decay: float = field(
-        default=0.0, metadata=option("AdamW weight decay (never on biases and LayerNorm)")
+        default=0.0, metadata=option("AdamW weight decay (never on biases and LayerNorm)", low=0)
     )
-    adam_beta1: float = field(default=0.9, metadata=option("AdamW beta1"))
-    adam_beta2: float = field(default=0.999, metadata=option("AdamW beta2"))
-    adam_epsilon: float = field(default=1e-8, metadata=option("AdamW epsilon"))
-    max_grad_norm: float = field(default=1.0, metadata=option("gradient clipping; 0 turns it off"))
-    num_train_epochs: float = field(default=3.0, metadata=option("epochs (fractions allowed)"))
-    max_steps: int = field(default=-1, metadata=option("if > 0: total updates, overrides epochs"))
+    adam_beta1: float = field(
+        default=0.9, metadata=option("AdamW beta1", low=0, high=1, open_high=True)
+    )
+    adam_beta2: float = field(
+        default=0.999, metadata=option("AdamW beta2", low=0, high=1, open_high=True)
+    )
+    adam_epsilon: float = field(
+        default=1e-8, metadata=option("AdamW epsilon", low=0, open_low=True)
+    )
+    max_grad_norm: float = field(
+        default=1.0, metadata=option("gradient clipping; 0 turns it off", low=0)
+    )
+    num_train_epochs: float = field(
+        default=3.0, metadata=option("epochs (fractions allowed)", low=0)
+    )
+    max_steps: int = field(
+        default=-1, metadata=option("if > 0: total updates, overrides epochs", low=-1)
+    )
     warmup_ratio: float = field(
-        default=0.1, metadata=option("fraction of updates for linear warm-up")
+        default=0.1,
+        metadata=option("fraction of updates for linear warm-up", low=0, high=1, open_high=True),
     )
     lr_scheduler_type: str = field(
         default="linear",
@@ -99,7 +121,9 @@ class TrainConfig:
     seed: int = field(
         default=42,
         metadata=option(
-            "seed for weights of the new head, data order, dropout and perturbation noise"
+            "seed for weights of the new head, data order, dropout and perturbation noise",
+            low=0,
+            high=2**32 - 1,
         ),
     )
     eval_strategy: str = field(
@@ -109,19 +133,24 @@ class TrainConfig:
     eval_steps: int = field(
         default=0,
         metadata=option(
-            "evaluate every N updates (with eval_strategy=epoch: every N updates and each epoch)"
+            "evaluate every N updates (with eval_strategy=epoch: every N updates and each epoch)",
+            low=0,
         ),
     )
-    logging_steps: int = field(default=20, metadata=option("log averaged losses every N updates"))
+    logging_steps: int = field(
+        default=20, metadata=option("log averaged losses every N updates", low=1)
+    )
     save_strategy: str = field(
         default="no",
         metadata=option(
             "when to write a checkpoint (for --resume_from_checkpoint)", ("no", "steps", "epoch")
         ),
     )
-    save_steps: int = field(default=0, metadata=option("with save_strategy=steps: every N updates"))
+    save_steps: int = field(
+        default=0, metadata=option("with save_strategy=steps: every N updates", low=0)
+    )
     save_total_limit: int | None = field(
-        default=None, metadata=option("keep at most N complete checkpoints (oldest removed)")
+        default=None, metadata=option("keep at most N complete checkpoints (oldest removed)", low=1)
     )
     resume_from_checkpoint: str | None = field(
         default=None,
@@ -133,7 +162,8 @@ class TrainConfig:
         default=5,
         metadata=option(
             "updates with a non-finite loss or gradient norm are skipped; after this many in a "
-            "row the run saves a checkpoint and stops"
+            "row the run saves a checkpoint and stops",
+            low=1,
         ),
     )
     save_model: bool = field(
@@ -151,12 +181,15 @@ class TrainConfig:
         metadata=option("batch examples of similar length together (less padding, faster)"),
     )
     max_train_samples: int | None = field(
-        default=None, metadata=option("use only the first N training examples")
+        default=None, metadata=option("use only the first N training examples", low=1)
     )
     train_fraction: float = field(
         default=1.0,
         metadata=option(
-            "use a random fraction of the training data (low-resource runs), drawn with data_seed"
+            "use a random fraction of the training data (low-resource runs), drawn with data_seed",
+            low=0,
+            high=1,
+            open_low=True,
         ),
     )
     holdout_fraction: float = field(
@@ -164,15 +197,22 @@ class TrainConfig:
         metadata=option(
             "hold out this random fraction of the training set (drawn with data_seed + 1) and "
             "evaluate on it instead of the dev split: choose settings on training data, report "
-            "dev once"
+            "dev once",
+            low=0,
+            high=1,
+            open_high=True,
         ),
     )
     data_seed: int = field(
         default=42,
-        metadata=option("seed of the --train_fraction subset (the same for every method and seed)"),
+        metadata=option(
+            "seed of the --train_fraction subset (the same for every method and seed)",
+            low=0,
+            high=2**32 - 2,
+        ),
     )
     max_eval_samples: int | None = field(
-        default=None, metadata=option("use only the first N evaluation examples")
+        default=None, metadata=option("use only the first N evaluation examples", low=1)
     )
     bf16: bool = field(
         default=False,
@@ -204,13 +244,14 @@ class TrainConfig:
         default=None,
         metadata=option(
             "stop after this many evaluations in a row without improving the task's main "
-            "metric (by more than early_stopping_threshold); the best model is still restored"
+            "metric (by more than early_stopping_threshold); the best model is still restored",
+            low=1,
         ),
     )
     early_stopping_threshold: float = field(
-        default=0.0, metadata=option("smallest improvement that counts for early stopping")
+        default=0.0, metadata=option("smallest improvement that counts for early stopping", low=0)
     )
-    num_threads: int | None = field(default=None, metadata=option("torch CPU threads"))
+    num_threads: int | None = field(default=None, metadata=option("torch CPU threads", low=1))
     tune_cpu_allocator: bool = field(
         default=True,
         metadata=option("on CPU, keep freed memory in glibc's malloc (faster steps, same peak)"),
@@ -237,42 +278,15 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        positive = (
-            "per_device_train_batch_size",
-            "per_device_eval_batch_size",
-            "gradient_accumulation_steps",
-            "max_seq_length",
-            "logging_steps",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"'{name}' must be at least 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"'learning_rate' must be positive, got {self.learning_rate}")
+        check_ranges(self)
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
-            raise ConfigError("give a positive 'num_train_epochs' or 'max_steps'")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"'warmup_ratio' must be in [0, 1), got {self.warmup_ratio}")
-        if not 0 < self.train_fraction <= 1:
-            raise ConfigError(f"'train_fraction' must be in (0, 1], got {self.train_fraction}")
-        if not 0 <= self.holdout_fraction < 1:
-            raise ConfigError(f"'holdout_fraction' must be in [0, 1), got {self.holdout_fraction}")
+            raise ConfigError("give a positive --num_train_epochs or --max_steps")
         if self.save_strategy == "steps" and self.save_steps < 1:
             raise ConfigError("save_strategy=steps needs 'save_steps' of at least 1")
-        if self.max_consecutive_skips < 1:
-            raise ConfigError("'max_consecutive_skips' must be at least 1")
         if self.eval_strategy == "steps" and self.eval_steps < 1:
             raise ConfigError("eval_strategy=steps needs 'eval_steps' of at least 1")
-        if self.early_stopping_patience is not None:
-            if self.early_stopping_patience < 1:
-                raise ConfigError(
-                    "'early_stopping_patience' must be at least 1, got "
-                    f"{self.early_stopping_patience}"
-                )
-            if self.eval_strategy == "no":
-                raise ConfigError("early_stopping_patience needs evaluations (eval_strategy)")
-        if self.early_stopping_threshold < 0:
-            raise ConfigError("'early_stopping_threshold' must be ≥ 0")
+        if self.early_stopping_patience is not None and self.eval_strategy == "no":
+            raise ConfigError("--early_stopping_patience needs evaluations (--eval_strategy)")
 
 
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -348,17 +362,46 @@ def _owner(classes: Iterable[type]) -> dict[str, tuple[type, dataclasses.Field[A
     return {f.name: (cls, f) for cls in classes for f in fields(cls)}
 
 
-def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type]) -> None:
-    """One `--name` flag per field. Defaults are suppressed so that only explicit flags override."""
+TITLES = {
+    "TrainConfig": "Training",
+    "SmartConfig": "SMART: the smoothness regularizer R_s",
+    "BregmanConfig": "SMART: the Bregman teacher",
+    "AliceConfig": "ALICE",
+    "R3FConfig": "R3F / R4F",
+    "FreeLBConfig": "FreeLB",
+    "ChildTuningConfig": "Child-Tuning",
+    "MixoutConfig": "Mixout",
+    "L2SPConfig": "L2-SP",
+    "LNSRConfig": "LNSR",
+    "DPSConfig": "DPS",
+}
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    classes: Iterable[type],
+    only: Iterable[str] | None = None,
+    title: str | None = None,
+) -> None:
+    """One `--name` flag per field (or per field named in `only`), grouped under plain titles
+    with each class's whole description. Defaults are suppressed so that only explicit flags
+    override."""
+    wanted = set(only) if only is not None else None
     for cls in classes:
-        group = parser.add_argument_group(cls.__name__, (cls.__doc__ or "").split("\n")[0])
+        description = " ".join(inspect.cleandoc(cls.__doc__ or "").split())
+        heading = title or TITLES.get(cls.__name__, cls.__name__)
+        group = parser.add_argument_group(heading, None if title else description)
         for f in fields(cls):
+            if wanted is not None and f.name not in wanted:
+                continue
             base, _ = _field_type(cls, f)
             default = f.default if f.default is not dataclasses.MISSING else None
             text = f.metadata.get("help", "")
             choices = f.metadata.get("choices")
             if choices:
                 text += f" {{{', '.join(choices)}}}"
+            if f.metadata.get("range"):
+                text += f" [{describe(f.metadata['range'])}]"
             extra: dict[str, Any] = {"nargs": "?", "const": "true"} if base is bool else {}
             group.add_argument(
                 f"--{f.name}",

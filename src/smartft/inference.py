@@ -49,8 +49,9 @@ class SavedModel:
         return predict_outputs(self.model, prepared, self.accelerator, show, self.precision)
 
 
-def load_for_inference(cfg: TrainConfig) -> SavedModel:
-    """The task spec, accelerator, model and tokenizer for `eval` / `predict` on a saved model."""
+def load_for_inference(cfg: TrainConfig, allow_label_mismatch: bool = False) -> SavedModel:
+    """The task spec, accelerator, model and tokenizer for `eval` / `predict` on a saved model,
+    refusing a model whose labels are not the task's (unless that is what is asked)."""
     accelerator, precision = make_accelerator(cfg)
     spec = resolve_task(cfg)
     from transformers import AutoModelForSequenceClassification
@@ -70,19 +71,38 @@ def load_for_inference(cfg: TrainConfig) -> SavedModel:
         raise ConfigError(f"cannot load a model from {path}: {err}") from None
     if spec.name == "custom":
         spec = with_metrics(spec, labels_from_model(model))
-    elif model.config.num_labels != spec.num_labels:
-        raise ConfigError(
-            f"the model at {path} has {model.config.num_labels} outputs but task "
-            f"{spec.name} needs {spec.num_labels}; was it trained on this task?"
-        )
+    else:
+        check_labels(path, model, spec, allow_label_mismatch)
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
     model = accelerator.prepare(model)
     return SavedModel(spec, cfg, accelerator, precision, model, tokenizer)
 
 
-def evaluate(cfg: TrainConfig, split: str | None) -> dict[str, Any]:
+def check_labels(path: Any, model: Any, spec: TaskSpec, allow: bool) -> None:
+    """The model's outputs must be the task's labels, in the task's order."""
+    if model.config.num_labels != spec.num_labels:
+        raise ConfigError(
+            f"the model at {path} has {model.config.num_labels} outputs but task "
+            f"{spec.name} needs {spec.num_labels}; was it trained on this task?"
+        )
+    ours = labels_from_model(model)
+    if allow or spec.labels is None or ours is None or ours == tuple(spec.labels):
+        return
+    generic = all(label == f"LABEL_{i}" for i, label in enumerate(ours))
+    if generic:  # a model saved without label names: nothing to compare
+        return
+    raise ConfigError(
+        f"the model at {path} was trained with the labels ({', '.join(ours)}) but task "
+        f"{spec.name} has ({', '.join(spec.labels)}); pass --allow_label_mismatch to score it "
+        "anyway (a deliberate transfer), reading its label ids as the task's"
+    )
+
+
+def evaluate(
+    cfg: TrainConfig, split: str | None, allow_label_mismatch: bool = False
+) -> dict[str, Any]:
     """Score a saved model on a labeled split of a task or custom file."""
-    saved = load_for_inference(cfg)
+    saved = load_for_inference(cfg, allow_label_mismatch)
     spec = saved.spec
     split = split or spec.eval_split
     examples = load_examples(spec, split, data_dir(cfg)).head(cfg.max_eval_samples)
@@ -96,9 +116,9 @@ def evaluate(cfg: TrainConfig, split: str | None) -> dict[str, Any]:
     }
 
 
-def predict(cfg: TrainConfig, split: str | None) -> list[Path]:
+def predict(cfg: TrainConfig, split: str | None, allow_label_mismatch: bool = False) -> list[Path]:
     """Write GLUE-style submission files (`index<TAB>prediction`) for the test split(s)."""
-    saved = load_for_inference(cfg)
+    saved = load_for_inference(cfg, allow_label_mismatch)
     spec = saved.spec
     splits = [split] if split else list(spec.submission)
     if not splits:

@@ -4,6 +4,7 @@ and the model card written beside a saved model."""
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import shlex
 import tempfile
 from dataclasses import fields
@@ -136,3 +137,13 @@ def version() -> str:
         return importlib.metadata.version("smartft")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def ordinary_permissions(folder: Path) -> None:
+    """Give the files written into `folder` the permissions the umask grants (safetensors writes
+    its file through a private temporary file, which leaves it readable by its owner only)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in folder.iterdir():
+        if path.is_file() and path.stat().st_mode & 0o777 != 0o666 & ~mask:
+            path.chmod(0o666 & ~mask)

@@ -34,7 +34,12 @@ from smartft.methods import Method, SetupInfo, get_method
 from smartft.metrics import is_better, json_safe
 from smartft.modeling import load_model
 from smartft.optim import make_optimizer, make_scheduler
-from smartft.output import prepare_output_dir, tracker_config, write_model_card
+from smartft.output import (
+    ordinary_permissions,
+    prepare_output_dir,
+    tracker_config,
+    write_model_card,
+)
 from smartft.precision import recorded_warnings
 from smartft.runtime import make_accelerator, mean_over_processes, replica_checksums, say
 from smartft.step import StepOutput, train_step
@@ -434,6 +439,7 @@ class FineTuneRecipe:
             (self.out / "all_results.json").write_text(
                 json.dumps(json_safe(results), indent=2) + "\n", encoding="utf-8"
             )
+            ordinary_permissions(self.out)
         results["output_dir"] = str(self.out)
         return results
 

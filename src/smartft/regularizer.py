@@ -18,7 +18,7 @@ from torch import nn
 from smartft.batch import model_inputs, random_rows
 from smartft.errors import ConfigError
 from smartft.losses import divergence, output_divergence, task_loss
-from smartft.options import option
+from smartft.options import check_ranges, option
 from smartft.perturb import EmbeddingHook, LayerInputHook, ascend, eval_mode, frozen, norm
 from smartft.precision import Precision, embedding_scale, warn_radius
 from smartft.rng import CleanPassMasks, RngState, rng_state, set_rng_state
@@ -29,18 +29,21 @@ class SmartConfig:
     """SMART's adversarial smoothness regularizer R_s (defaults: the paper)."""
 
     smart_lambda: float = field(
-        default=1.0, metadata=option("weight λ_s of R_s; 0 turns it off (paper: 1, 3 or 5)")
+        default=1.0, metadata=option("weight λ_s of R_s; 0 turns it off (paper: 1, 3 or 5)", low=0)
     )
     smart_eps: float = field(
         default=1e-5,
         metadata=option(
             "radius ε of the perturbation ball (projection=ball), or ball radius as a fraction of "
-            "each token's embedding norm (projection=relative); ignored by projection=unit"
+            "each token's embedding norm (projection=relative); ignored by projection=unit",
+            low=0,
         ),
     )
-    smart_step_size: float = field(default=1e-3, metadata=option("ascent step size η"))
-    smart_noise_std: float = field(default=1e-5, metadata=option("std σ of the random start"))
-    smart_steps: int = field(default=1, metadata=option("ascent steps K (paper: 1)"))
+    smart_step_size: float = field(default=1e-3, metadata=option("ascent step size η", low=0))
+    smart_noise_std: float = field(
+        default=1e-5, metadata=option("std σ of the random start", low=0)
+    )
+    smart_steps: int = field(default=1, metadata=option("ascent steps K (paper: 1)", low=1))
     smart_norm: str = field(
         default="inf", metadata=option("norm for step normalisation and projection", ("inf", "l2"))
     )
@@ -70,7 +73,10 @@ class SmartConfig:
         default=1.0,
         metadata=option(
             "fast mode: share of each batch's examples R_s is computed on, drawn at random every "
-            "step (1 = exact SMART; the `smart-fast` preset: 0.25)"
+            "step (1 = exact SMART; the `smart-fast` preset: 0.25)",
+            low=0,
+            high=1,
+            open_low=True,
         ),
     )
     smart_low_memory: bool = field(
@@ -90,8 +96,7 @@ class SmartConfig:
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.smart_fraction <= 1.0:
-            raise ConfigError(f"smart_fraction must be in (0, 1], got {self.smart_fraction}")
+        check_ranges(self)
         if self.smart_projection == "relative" and self.smart_norm_scope != "token":
             raise ConfigError(
                 "smart_projection=relative measures each token: smart_norm_scope=token"

@@ -256,12 +256,15 @@ def plot(records: list[Record], cells: list[Cell], out: Path) -> list[Path]:
                 else None
             )
             color = colors.get(record.variant)
+            few = 50  # markers where they can be told apart; a line alone for long curves
             loss_ax.plot(
                 [e["step"] for e in train],
                 [e["task_loss"] for e in train],
                 color=color,
                 alpha=0.6,
                 lw=1,
+                marker="o" if len(train) <= few else None,
+                ms=3,
                 label=label,
             )
             metric_ax.plot(
@@ -270,13 +273,15 @@ def plot(records: list[Record], cells: list[Cell], out: Path) -> list[Path]:
                 color=color,
                 alpha=0.6,
                 lw=1,
-                marker="o",
+                marker="o" if len(evals) <= few else None,
                 ms=3,
                 label=label,
             )
         loss_ax.set(xlabel="update", ylabel="task loss", title=f"{task}: training loss")
         metric_ax.set(xlabel="update", ylabel=f"dev {group[0].metric}", title="dev metric")
-        metric_ax.legend(fontsize=8)
+        for axis in (loss_ax, metric_ax):
+            if axis.get_legend_handles_labels()[1]:
+                axis.legend(fontsize=8)
         fig.tight_layout()
         path = out / f"{slug}-curves.png"
         fig.savefig(path, dpi=120)

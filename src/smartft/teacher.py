@@ -21,7 +21,7 @@ from torch import nn
 
 from smartft.errors import ConfigError
 from smartft.losses import divergence
-from smartft.options import option
+from smartft.options import check_ranges, option
 
 
 @dataclass
@@ -30,12 +30,17 @@ class BregmanConfig:
 
     bregman_mu: float = field(
         default=1.0,
-        metadata=option("weight μ of the Bregman term; 0 turns the teacher off (paper: 1)"),
+        metadata=option("weight μ of the Bregman term; 0 turns the teacher off (paper: 1)", low=0),
     )
-    bregman_beta: float = field(default=0.99, metadata=option("teacher momentum during warm-up"))
-    bregman_beta_final: float = field(default=0.999, metadata=option("teacher momentum after"))
+    bregman_beta: float = field(
+        default=0.99,
+        metadata=option("teacher momentum during warm-up", low=0, high=1, open_high=True),
+    )
+    bregman_beta_final: float = field(
+        default=0.999, metadata=option("teacher momentum after", low=0, high=1, open_high=True)
+    )
     bregman_warmup_ratio: float = field(
-        default=0.1, metadata=option("fraction of updates that use bregman_beta")
+        default=0.1, metadata=option("fraction of updates that use bregman_beta", low=0, high=1)
     )
     bregman_mode: str = field(
         default="momentum",
@@ -48,7 +53,10 @@ class BregmanConfig:
         default=1.0,
         metadata=option(
             "fast mode: share of each batch's examples the Bregman term (the teacher's forward) "
-            "is computed on, drawn at random every step (1 = exact; the `smart-fast` preset: 0.25)"
+            "is computed on, drawn at random every step (1 = exact; the `smart-fast` preset: 0.25)",
+            low=0,
+            high=1,
+            open_low=True,
         ),
     )
     bregman_horizon: float = field(
@@ -56,7 +64,9 @@ class BregmanConfig:
         metadata=option(
             "if > 0: the teacher averages about this fraction of the run's updates, one momentum "
             "β = 1 - 1/(horizon x updates) throughout (replaces bregman_beta, _beta_final and "
-            "_warmup_ratio; 0 = the paper's schedule)"
+            "_warmup_ratio; 0 = the paper's schedule)",
+            low=0,
+            high=1,
         ),
     )
     bregman_start: float = field(
@@ -64,7 +74,10 @@ class BregmanConfig:
         metadata=option(
             "fraction of the updates before the Bregman term starts; until then the teacher "
             "copies the student, so it starts from the fine-tuned model, not the random head "
-            "(e.g. the warm-up's 0.1, or 1/epochs for after the first epoch)"
+            "(e.g. the warm-up's 0.1, or 1/epochs for after the first epoch)",
+            low=0,
+            high=1,
+            open_high=True,
         ),
     )
     bregman_dropout: str = field(
@@ -77,10 +90,7 @@ class BregmanConfig:
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.bregman_fraction <= 1.0:
-            raise ConfigError(f"bregman_fraction must be in (0, 1], got {self.bregman_fraction}")
-        if not 0.0 <= self.bregman_horizon <= 1.0 or not 0.0 <= self.bregman_start < 1.0:
-            raise ConfigError("bregman_horizon must be in [0, 1] and bregman_start in [0, 1)")
+        check_ranges(self)
         if self.bregman_dropout == "replay" and self.bregman_fraction < 1:
             raise ConfigError(
                 "bregman_dropout=replay needs bregman_fraction=1 (a subset draws other masks)"

@@ -15,7 +15,7 @@ from torch import nn
 from smartft.batch import model_inputs
 from smartft.errors import ConfigError
 from smartft.methods.base import Method, SetupInfo
-from smartft.options import option
+from smartft.options import check_ranges, option
 from smartft.perturb import LayerInputHook
 from smartft.regularizer import SmartConfig, SmartRegularizer
 
@@ -26,7 +26,7 @@ class AliceConfig:
     the perturbation settings are SMART's: --smart_lambda, --smart_eps, ...)."""
 
     alice_adv_lambda: float = field(
-        default=1.0, metadata=option("weight of the adversarial term against the gold label")
+        default=1.0, metadata=option("weight of the adversarial term against the gold label", low=0)
     )
     alice_plus_plus: bool = field(
         default=False,
@@ -42,6 +42,9 @@ class AliceConfig:
             ("unit", "smart"),
         ),
     )
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 class Alice(Method[AliceConfig]):

@@ -18,7 +18,7 @@ from torch import nn
 from smartft.errors import ConfigError
 from smartft.masks import fisher_information, top_fraction_masks
 from smartft.methods.base import Method, SetupInfo
-from smartft.options import option
+from smartft.options import check_ranges, option
 
 
 @dataclass
@@ -30,19 +30,24 @@ class ChildTuningConfig:
         default="D", metadata=option("F: random mask each update; D: fixed Fisher mask", ("F", "D"))
     )
     child_reserve: float = field(
-        default=0.3, metadata=option("p: fraction of the masked parameters in the child")
+        default=0.3,
+        metadata=option(
+            "p: fraction of the masked parameters in the child", low=0, high=1, open_low=True
+        ),
     )
     child_fisher_batches: int = field(
-        default=0, metadata=option("D: training batches for the Fisher information (0 = all)")
+        default=0,
+        metadata=option("D: training batches for the Fisher information (0 = all)", low=0),
     )
     child_fisher_clip: float = field(
         default=1.0,
-        metadata=option("D: each parameter's gradient clipped to this norm in the Fisher pass"),
+        metadata=option(
+            "D: each parameter's gradient clipped to this norm in the Fisher pass", low=0
+        ),
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.child_reserve <= 1.0:
-            raise ConfigError(f"child_reserve must be in (0, 1], got {self.child_reserve}")
+        check_ranges(self)
 
 
 def layer_parameters(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -14,9 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from smartft.errors import ConfigError
 from smartft.methods.base import Method, SetupInfo
-from smartft.options import option
+from smartft.options import check_ranges, option
 from smartft.parts import head_modules
 
 
@@ -26,15 +25,20 @@ class DPSConfig:
 
     dps_keep: float = field(
         default=0.3,
-        metadata=option("fraction of each pre-trained linear weight updated in a masked stage"),
+        metadata=option(
+            "fraction of each pre-trained linear weight updated in a masked stage",
+            low=0,
+            high=1,
+            open_low=True,
+        ),
     )
     dps_stage_ratio: float = field(
-        default=0.05, metadata=option("stage length as a fraction of all updates")
+        default=0.05,
+        metadata=option("stage length as a fraction of all updates", low=0, high=1, open_low=True),
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.dps_keep <= 1.0 or not 0.0 < self.dps_stage_ratio <= 1.0:
-            raise ConfigError("dps_keep and dps_stage_ratio must be in (0, 1]")
+        check_ranges(self)
 
 
 def linear_weights(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -21,10 +21,9 @@ import torch
 from torch import nn
 
 from smartft.batch import model_inputs
-from smartft.errors import ConfigError
 from smartft.losses import task_loss
 from smartft.methods.base import Method, SetupInfo
-from smartft.options import option
+from smartft.options import check_ranges, option
 from smartft.perturb import EmbeddingHook, normalize, project_ball
 from smartft.precision import Precision, embedding_scale, warn_radius
 from smartft.rng import CleanPassMasks
@@ -35,27 +34,28 @@ class FreeLBConfig:
     """FreeLB's ascent (defaults: K = 3, α = 0.1, random start of size 0.1, no norm bound, start
     after 20 updates; the official GLUE scripts use α 0.04-0.2 and starts of 0.08-1.0)."""
 
-    freelb_steps: int = field(default=3, metadata=option("K: perturbed losses averaged per update"))
-    freelb_step_size: float = field(default=0.1, metadata=option("α: ascent step size"))
+    freelb_steps: int = field(
+        default=3, metadata=option("K: perturbed losses averaged per update", low=1)
+    )
+    freelb_step_size: float = field(default=0.1, metadata=option("α: ascent step size", low=0))
     freelb_init_mag: float = field(
         default=0.1,
         metadata=option(
             "L2 size per example of the random start (uniform, over its tokens x dimensions); "
-            "0 = start at zero, the clean pass being the first of the K"
+            "0 = start at zero, the clean pass being the first of the K",
+            low=0,
         ),
     )
     freelb_max_norm: float = field(
-        default=0.0, metadata=option("ε: per-example L2 bound of the perturbation (0 = none)")
+        default=0.0,
+        metadata=option("ε: per-example L2 bound of the perturbation (0 = none)", low=0),
     )
     freelb_start_step: int = field(
-        default=20, metadata=option("plain updates before the adversarial steps begin")
+        default=20, metadata=option("plain updates before the adversarial steps begin", low=0)
     )
 
     def __post_init__(self) -> None:
-        if self.freelb_steps < 1:
-            raise ConfigError(f"freelb_steps must be ≥ 1, got {self.freelb_steps}")
-        if self.freelb_init_mag < 0:
-            raise ConfigError(f"freelb_init_mag must be ≥ 0, got {self.freelb_init_mag}")
+        check_ranges(self)
 
 
 class FreeLB(Method[FreeLBConfig]):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from smartft.methods.base import Method, SetupInfo
-from smartft.options import option
+from smartft.options import check_ranges, option
 from smartft.parts import head_modules, pretrained_parameters
 
 
@@ -23,12 +23,16 @@ class L2SPConfig:
         default=0.1,
         metadata=option(
             "α: weight of ½‖w − w₀‖² on the pre-trained parameters (the paper's 0.1 all but "
-            "freezes MiniLM on RTE under AdamW; 0.01 or lower for transformers, see the README)"
+            "freezes MiniLM on RTE under AdamW; 0.01 or lower for transformers, see the README)",
+            low=0,
         ),
     )
     l2sp_beta: float = field(
-        default=0.01, metadata=option("β: weight of ½‖w‖² on the task head's parameters")
+        default=0.01, metadata=option("β: weight of ½‖w‖² on the task head's parameters", low=0)
     )
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 class L2SP(Method[L2SPConfig]):

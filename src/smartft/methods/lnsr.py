@@ -19,7 +19,7 @@ from torch import nn
 from smartft.batch import model_inputs
 from smartft.errors import ConfigError
 from smartft.methods.base import Method, SetupInfo
-from smartft.options import option
+from smartft.options import check_ranges, option
 from smartft.parts import transformer_layers
 from smartft.precision import warn_radius
 from smartft.rng import RngState, rng_state, set_rng_state
@@ -30,14 +30,16 @@ class LNSRConfig:
     """Where the noise goes and how strong it is (our defaults; the paper tunes σ and λ)."""
 
     lnsr_layer: int = field(
-        default=0, metadata=option("index of the transformer layer whose input gets the noise")
+        default=0,
+        metadata=option("index of the transformer layer whose input gets the noise", low=0),
     )
-    lnsr_sigma: float = field(default=0.01, metadata=option("std of the Gaussian noise"))
-    lnsr_lambda: float = field(default=1.0, metadata=option("weight of the stability penalty"))
+    lnsr_sigma: float = field(default=0.01, metadata=option("std of the Gaussian noise", low=0))
+    lnsr_lambda: float = field(
+        default=1.0, metadata=option("weight of the stability penalty", low=0)
+    )
 
     def __post_init__(self) -> None:
-        if self.lnsr_sigma < 0 or self.lnsr_layer < 0:
-            raise ConfigError("lnsr_sigma and lnsr_layer must be ≥ 0")
+        check_ranges(self)
 
 
 def hidden(output: Any) -> torch.Tensor:

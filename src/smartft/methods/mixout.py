@@ -18,7 +18,7 @@ from torch import nn
 
 from smartft.errors import ConfigError
 from smartft.methods.base import Method, SetupInfo
-from smartft.options import option
+from smartft.options import check_ranges, option
 from smartft.parts import disable_dropout, head_modules
 
 
@@ -28,7 +28,9 @@ class MixoutConfig:
 
     mixout_p: float = field(
         default=0.9,
-        metadata=option("probability that a unit is replaced by its pre-trained value"),
+        metadata=option(
+            "probability that a unit is replaced by its pre-trained value", low=0, high=1
+        ),
     )
     mixout_mask: str = field(
         default="neuron",
@@ -43,8 +45,7 @@ class MixoutConfig:
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.mixout_p <= 1.0:
-            raise ConfigError(f"mixout_p must be in [0, 1], got {self.mixout_p}")
+        check_ranges(self)
 
 
 def mixout(

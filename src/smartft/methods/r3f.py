@@ -12,10 +12,9 @@ import torch
 from torch import nn
 
 from smartft.batch import model_inputs
-from smartft.errors import ConfigError
 from smartft.losses import divergence, output_divergence
 from smartft.methods.base import Method, SetupInfo
-from smartft.options import option
+from smartft.options import check_ranges, option
 from smartft.parts import head_modules
 from smartft.perturb import EmbeddingHook, eval_mode
 from smartft.precision import embedding_scale, warn_radius
@@ -27,10 +26,11 @@ class R3FConfig:
     """R3F's noise and weight (defaults: the paper's, ε = 1e-5 normal noise, λ = 1)."""
 
     r3f_lambda: float = field(
-        default=1.0, metadata=option("weight of the symmetric KL between clean and noised outputs")
+        default=1.0,
+        metadata=option("weight of the symmetric KL between clean and noised outputs", low=0),
     )
     r3f_eps: float = field(
-        default=1e-5, metadata=option("noise scale: std (normal) or half-width (uniform)")
+        default=1e-5, metadata=option("noise scale: std (normal) or half-width (uniform)", low=0)
     )
     r3f_noise: str = field(
         default="normal", metadata=option("noise distribution", ("normal", "uniform"))
@@ -46,8 +46,7 @@ class R3FConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.r3f_eps < 0 or self.r3f_lambda < 0:
-            raise ConfigError("r3f_eps and r3f_lambda must be ≥ 0")
+        check_ranges(self)
 
 
 class R3F(Method[R3FConfig]):
