@@ -372,7 +372,7 @@ def _train(args: argparse.Namespace) -> int:
             if resolved.train.save_model
             else f"no model saved; records in {folder}"
         )
-        split = results.get("eval_split", "dev")
+        split = "holdout" if results.get("eval_split") == "holdout" else "dev"
         print(f"\n{results['task']} {split} {results['main_metric']}: {metric:.4f}  ({where})")
     return 0
 
