@@ -62,9 +62,17 @@ def divergence(kind: str, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"unknown divergence '{kind}' (sym_kl, sym_kl_mtdnn, kl, mse)")
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+def regression_of(outputs: torch.Tensor, regression: bool | None) -> bool:
+    """Whether these outputs are a regression's: as told, or (None: a multi-task model, whose
+    heads differ) when there is a single output."""
+    return outputs.shape[-1] == 1 if regression is None else regression
+
+
+def task_loss(
+    logits: torch.Tensor, labels: torch.Tensor, regression: bool | None = None
+) -> torch.Tensor:
     """Cross-entropy for classification, mean squared error for regression (float32)."""
-    if regression:
+    if regression_of(logits, regression):
         return squared_error(logits, labels)
     return F.cross_entropy(logits.float(), labels)
 

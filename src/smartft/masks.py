@@ -15,7 +15,7 @@ def fisher_information(
     model: nn.Module,
     params: dict[str, nn.Parameter],
     batches: Iterable[dict[str, torch.Tensor]],
-    regression: bool,
+    regression: bool | None,
     limit: int = 0,
     clip: float = 0.0,
 ) -> dict[str, torch.Tensor]:

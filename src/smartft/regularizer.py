@@ -17,7 +17,7 @@ from torch import nn
 
 from smartft.batch import model_inputs, random_rows
 from smartft.errors import ConfigError
-from smartft.losses import divergence, output_divergence, task_loss
+from smartft.losses import divergence, output_divergence, regression_of, task_loss
 from smartft.options import check_ranges, option
 from smartft.perturb import EmbeddingHook, LayerInputHook, ascend, eval_mode, frozen, norm
 from smartft.precision import Precision, embedding_scale, warn_radius
@@ -138,14 +138,14 @@ class SmartRegularizer:
         self,
         model: nn.Module,
         config: SmartConfig | None = None,
-        regression: bool = False,
+        regression: bool | None = False,
         seed: int = 0,
         hook: EmbeddingHook | LayerInputHook | None = None,
         precision: Precision | None = None,
         kl_gradient: str = "full",
     ) -> None:
         self.model = model
-        self.outer = output_divergence(regression, kl_gradient)
+        self.kl_gradient = kl_gradient
         self.config = config or SmartConfig()
         self.regression = regression
         self.hook = hook or EmbeddingHook(model)
@@ -196,10 +196,13 @@ class SmartRegularizer:
             return eval_mode(self.model)
         return nullcontext()
 
-    @property
-    def inner_loss(self) -> str:
+    def inner_loss(self, logits: torch.Tensor) -> str:
         kind = self.config.smart_loss
-        return output_divergence(self.regression) if kind == "auto" else kind
+        return output_divergence(regression_of(logits, self.regression)) if kind == "auto" else kind
+
+    def outer(self, logits: torch.Tensor) -> str:
+        """ℓ_s between two outputs: symmetric KL, or squared error for regression."""
+        return output_divergence(regression_of(logits, self.regression), self.kl_gradient)
 
     def generator(self, device: torch.device) -> torch.Generator:
         if self._generator is None:
@@ -260,7 +263,7 @@ class SmartRegularizer:
         mask = mask.unsqueeze(-1).float()
         shape = (*input_ids.shape, self.hook.dim)
         start = torch.randn(shape, generator=generator, device=generator.device)
-        target, inner = logits.detach(), self.inner_loss
+        target, inner = logits.detach(), self.inner_loss(logits)
         size: float | torch.Tensor = 1.0
         projection = cfg.smart_projection
         if projection == "relative":  # every size a fraction of the token's own embedding
@@ -298,7 +301,7 @@ class SmartRegularizer:
         """ℓ_s(f(x + δ), f(x)), or the task loss of f(x + δ) against the gold labels."""
         if labels is not None:
             return task_loss(perturbed, labels, self.regression)
-        return divergence(self.outer, perturbed, logits)
+        return divergence(self.outer(logits), perturbed, logits)
 
     def _record(self, value: torch.Tensor, delta: torch.Tensor, mask: torch.Tensor) -> None:
         sizes = norm(delta, self.config.smart_norm, "token").squeeze(-1)

@@ -32,7 +32,7 @@ def train_step(
     accelerator: Any,
     optimizer: torch.optim.Optimizer,
     max_grad_norm: float,
-    regression: bool,
+    regression: bool | None,
     precision: Precision | None = None,
 ) -> StepOutput:
     """One micro-batch: clean forward, the method's terms, one backward, and when the accumulation

@@ -23,7 +23,7 @@ class SetupInfo:
     """What a method may need to know about the run it joins."""
 
     total_steps: int
-    regression: bool
+    regression: bool | None  # None: it varies by batch (one output = regression), multi-task
     seed: int
     process_index: int = 0
     # a fresh, unshuffled pass over the run's training batches, for methods that look at the data

@@ -70,7 +70,7 @@ class FreeLB(Method[FreeLBConfig]):
     def __init__(self, configs: dict[type, Any] | None = None) -> None:
         super().__init__(configs)
         self.hook: EmbeddingHook | None = None
-        self.regression = False
+        self.regression: bool | None = False
         self.step = 0
         self.precision = Precision()
         self.masks = CleanPassMasks()

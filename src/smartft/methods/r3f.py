@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from smartft.batch import model_inputs
-from smartft.losses import divergence, output_divergence
+from smartft.losses import divergence, output_divergence, regression_of
 from smartft.methods.base import Method, SetupInfo
 from smartft.options import check_ranges, option
 from smartft.parts import head_modules
@@ -62,10 +62,11 @@ class R3F(Method[R3FConfig]):
         self.hook: EmbeddingHook | None = None
         self.generator: torch.Generator | None = None
         self.masks = CleanPassMasks()
-        self.kind = "sym_kl"
+        self.regression: bool | None = False
+        self.kl_gradient = "full"
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
-        self.kind = output_divergence(info.regression, info.kl_gradient)
+        self.regression, self.kl_gradient = info.regression, info.kl_gradient
         if info.precision.dtype != torch.float32:
             scale = embedding_scale(model)
             warn_radius("--r3f_eps", self.config.r3f_eps, scale, info.precision.dtype)
@@ -112,7 +113,8 @@ class R3F(Method[R3FConfig]):
         with self.hook.perturbed(noise), dropout:
             noised = model(**inputs).logits
         self.hook.clear()
-        value = divergence(self.kind, noised, logits)
+        kind = output_divergence(regression_of(logits, self.regression), self.kl_gradient)
+        value = divergence(kind, noised, logits)
         self.last = {"r3f_divergence": float(value.detach())}
         return {"loss_r3f": self.config.r3f_lambda * value}
 

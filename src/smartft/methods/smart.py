@@ -14,7 +14,7 @@ from torch import nn
 
 from smartft.batch import model_inputs, random_rows
 from smartft.errors import ConfigError
-from smartft.losses import output_divergence
+from smartft.losses import output_divergence, regression_of
 from smartft.methods.base import Method, SetupInfo
 from smartft.regularizer import SmartConfig, SmartRegularizer
 from smartft.rng import CleanPassMasks
@@ -54,10 +54,11 @@ class Smart(Method[SmartConfig]):
         self.teacher: MeanTeacher | None = None
         self.teacher_rows: torch.Generator | None = None  # fast mode's row draws for the teacher
         self.masks = CleanPassMasks()  # bregman_dropout=replay: the student's clean-pass masks
-        self.kind = "sym_kl"
+        self.regression: bool | None = False
+        self.kl_gradient = "full"
 
     def setup(self, model: nn.Module, info: SetupInfo) -> None:
-        self.kind = output_divergence(info.regression, info.kl_gradient)
+        self.regression, self.kl_gradient = info.regression, info.kl_gradient
         if self.bregman.bregman_mu > 0:  # copy the model before the regularizer hooks it
             self.teacher = make_teacher(model, self.bregman, info.total_steps)
             device = next(model.parameters()).device
@@ -90,8 +91,9 @@ class Smart(Method[SmartConfig]):
             assert self.teacher_rows is not None
             rows = random_rows(inputs, logits, self.bregman.bregman_fraction, self.teacher_rows)
             replay = self.bregman.bregman_dropout == "replay"
+            kind = output_divergence(regression_of(logits, self.regression), self.kl_gradient)
             with self.masks.replay(logits.device) if replay else nullcontext():
-                value = self.teacher.bregman(rows[0], rows[1], self.kind, dropout=replay)
+                value = self.teacher.bregman(rows[0], rows[1], kind, dropout=replay)
             self.last["bregman_d"] = float(value.detach())
             self.last["bregman_beta"] = self.teacher.current_beta()
             terms["loss_bregman"] = self.bregman.bregman_mu * value
