@@ -24,7 +24,7 @@ def train(config: str | None = None, **options: Any) -> dict[str, Any]:
     """Train and evaluate like `smartft train`: `options` are its flags' names with Python values,
     `config` an optional YAML file they override; returns what all_results.json holds."""
     from smartft.config import load_yaml, resolve
-    from smartft.recipe import train as run_recipe
+    from smartft.launch import train as run_recipe
 
     yaml_values = load_yaml(config) if config else None
     return run_recipe(resolve(options, yaml_values, config or "config", "smartft.train"))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+TARGETS = ("labels", "soft_labels")
+
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The batch without labels: what the model's forward takes."""
-    return {k: v for k, v in batch.items() if k != "labels"}
+    """The batch without its targets (labels, distillation targets): what the model takes."""
+    return {k: v for k, v in batch.items() if k not in TARGETS}
 
 
 def random_rows(

@@ -357,7 +357,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from smartft.recipe import train
+    from smartft.launch import train
 
     resolved = _run_config(args, ())
     results = train(resolved)

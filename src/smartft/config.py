@@ -40,8 +40,56 @@ class TrainConfig:
         default=None,
         metadata=option(
             "registered task (rte, mrpc, cola, stsb, sst2, qqp, mnli, qnli, wnli, snli, scitail, "
-            "anli_r1..3); leave out for --train_file data"
+            "anli_r1..3), or a comma-separated list for multi-task training (one shared encoder, "
+            "a head per task); leave out for --train_file data"
         ),
+    )
+    task_def: str | None = field(
+        default=None,
+        metadata=option(
+            "YAML file of your own tasks in mt-dnn's field names (task_type, n_class or labels, "
+            "metric_meta, loss, kd_loss, adv_loss, dropout_p, data): their names join --task_name"
+        ),
+    )
+    task_sampling: str = field(
+        default="proportional",
+        metadata=option(
+            "multi-task batches: proportional to task size (mt-dnn's default), ratio (auxiliary "
+            "tasks capped at task_ratio x the first task's batches), temperature (p ∝ size^(1/T))",
+            ("proportional", "ratio", "temperature"),
+        ),
+    )
+    task_ratio: float = field(
+        default=1.0,
+        metadata=option(
+            "task_sampling=ratio: auxiliary batches per first-task batch", low=0, open_low=True
+        ),
+    )
+    task_temperature: float = field(
+        default=2.0,
+        metadata=option("task_sampling=temperature: T (1 = proportional)", low=0, open_low=True),
+    )
+    fresh_head: bool = field(
+        default=False,
+        metadata=option(
+            "fine-tuning from a multi-task run: a new head instead of the run's head for the task"
+        ),
+    )
+    teachers: str | None = field(
+        default=None,
+        metadata=option(
+            "knowledge distillation: saved models (comma-separated folders, e.g. a sweep's seeds, "
+            "or multi-task runs) whose averaged predictions on the training set are soft targets"
+        ),
+    )
+    kd_alpha: float = field(
+        default=0.5,
+        metadata=option(
+            "weight of the soft targets in the task loss (1 − α on the labels)", low=0, high=1
+        ),
+    )
+    kd_temperature: float = field(
+        default=1.0, metadata=option("distillation temperature T", low=0, open_low=True)
     )
     data_dir: str | None = field(
         default=None,

@@ -72,8 +72,11 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
         raise ConfigError(f"cannot load a tokenizer from {path}: {err}") from None
 
 
-def load_model(name: str, spec: TaskSpec, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """The sequence-classification model (a new head sized for `spec`) and its tokenizer."""
+def load_model(
+    name: str, spec: TaskSpec, trust_remote_code: bool = False, fresh_head: bool = False
+) -> tuple[Any, Any]:
+    """The sequence-classification model (a new head sized for `spec`, or the head a multi-task
+    run saved for this task) and its tokenizer."""
     from transformers import AutoModelForSequenceClassification
 
     quiet_transformers()
@@ -93,6 +96,14 @@ def load_model(name: str, spec: TaskSpec, trust_remote_code: bool = False) -> tu
         )
     except (OSError, ValueError, RuntimeError) as err:
         raise ConfigError(f"cannot load a model from {path}: {err}") from None
+    dropout = getattr(model, "dropout", None)
+    if spec.dropout is not None and isinstance(dropout, torch.nn.Dropout):
+        dropout.p = spec.dropout
+    from smartft.multitask import load_head, saved_head
+
+    head = saved_head(path, spec.name)
+    if head is not None and not fresh_head:
+        load_head(model, head)
     return model, tokenizer
 
 

@@ -9,11 +9,19 @@ HEAD_NAMES = ("classifier", "score", "pre_classifier", "qa_outputs")
 
 
 def head_modules(model: nn.Module) -> list[nn.Linear]:
-    """The linear layers of the task head (new at fine-tuning time, not pre-trained)."""
+    """The linear layers of the task head(s) (new at fine-tuning time, not pre-trained): under a
+    top-level head module, or a multi-task model's per-task heads (`tasks.TASK.classifier`)."""
+
+    def in_head(name: str) -> bool:
+        parts = name.split(".")
+        return parts[0] in HEAD_NAMES or (
+            parts[0] == "tasks" and len(parts) > 2 and parts[2] in HEAD_NAMES
+        )
+
     found = [
         module
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name.split(".")[0] in HEAD_NAMES
+        if isinstance(module, nn.Linear) and in_head(name)
     ]
     if not found:
         raise TypeError("cannot find the model's task head (classifier / score) linear layers")

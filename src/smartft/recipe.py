@@ -25,8 +25,10 @@ from tqdm.auto import tqdm
 
 from smartft import checkpoint
 from smartft.config import RunConfig, write_yaml
-from smartft.data.dataset import BatchSampler, Collator, tokenize
+from smartft.data.dataset import BatchSampler, Collator, Features, tokenize
 from smartft.data.sources import load_train_data
+from smartft.data.tasks import TaskSpec
+from smartft.distill import cached_targets, check_teachers, soft_targets, teacher_dirs
 from smartft.errors import TrainingError
 from smartft.evaluation import predict_outputs, score
 from smartft.events import EventLog, format_metrics
@@ -69,18 +71,30 @@ class FineTuneRecipe:
         """Read and check every input before anything is written."""
         self.data = load_train_data(self.cfg)
         self.spec = self.data.spec
+        self.main_metric = self.spec.main_metric
+        self.regression: bool | None = self.spec.is_regression
+        self.teachers = teacher_dirs(self.cfg.teachers)
+        check_teachers(self.teachers, self.spec)
         self.out = prepare_output_dir(self.cfg)
         self.resume = checkpoint.resolve_resume(self.cfg.resume_from_checkpoint, self.out)
 
     def setup_model(self) -> None:
         """Model and tokenizer, batches, optimizer and schedule, all prepared by accelerate."""
+        model, loader = self.build()
+        self.prepare(model, loader)
+
+    def build(self) -> tuple[Any, DataLoader[Any]]:
+        """The model, its tokenizer and the training batches (with soft targets if distilling)."""
         cfg, spec = self.cfg, self.spec
-        model, self.tokenizer = load_model(cfg.model_name_or_path, spec, cfg.trust_remote_code)
+        model, self.tokenizer = load_model(
+            cfg.model_name_or_path, spec, cfg.trust_remote_code, cfg.fresh_head
+        )
         self.collator = Collator(self.tokenizer.pad_token_id or 0, spec.is_regression)
         self.features = tokenize(
             self.data.train, self.tokenizer, cfg.max_seq_length, spec.is_regression
         )
-        self.sampler = BatchSampler(
+        self.attach_soft_targets(self.features, spec, self.collator)
+        self.sampler: Any = BatchSampler(
             self.features.lengths,
             cfg.per_device_train_batch_size,
             shuffle=True,
@@ -88,6 +102,27 @@ class FineTuneRecipe:
             group_by_length=cfg.group_by_length,
         )
         loader = DataLoader(self.features, batch_sampler=self.sampler, collate_fn=self.collator)
+        return model, loader
+
+    def attach_soft_targets(self, features: Features, spec: TaskSpec, collator: Collator) -> None:
+        """--teachers: the ensemble's predictions on the training set, computed once, cached."""
+        if not self.teachers:
+            return
+        cfg = self.cfg
+
+        def compute() -> list[list[float]]:
+            device = self.accelerator.device
+            return soft_targets(
+                self.teachers, features, collator, spec, cfg.kd_temperature, device, self.precision
+            )
+
+        cache = self.out / "distill" / f"{spec.name}.safetensors"
+        features.soft = cached_targets(
+            cache, self.teachers, cfg.kd_temperature, len(features), compute
+        )
+
+    def prepare(self, model: Any, loader: DataLoader[Any]) -> None:
+        cfg = self.cfg
         betas = (cfg.adam_beta1, cfg.adam_beta2)
         optimizer = make_optimizer(
             model, cfg.learning_rate, cfg.weight_decay, betas, cfg.adam_epsilon
@@ -119,7 +154,7 @@ class FineTuneRecipe:
         self.method: Method[Any] = get_method(self.cfg.method)(self.run.methods)
         info = SetupInfo(
             self.total_steps,
-            self.spec.is_regression,
+            self.regression,
             self.cfg.seed,
             self.accelerator.process_index,
             self.unshuffled_batches,
@@ -206,8 +241,9 @@ class FineTuneRecipe:
                     self.accelerator,
                     self.optimizer,
                     cfg.max_grad_norm,
-                    self.spec.is_regression,
+                    self.regression,
                     self.precision,
+                    (cfg.kd_alpha, cfg.kd_temperature) if self.teachers else None,
                 )
                 loss = self.accumulate(out)
                 if not self.accelerator.sync_gradients:
@@ -350,7 +386,7 @@ class FineTuneRecipe:
     def evaluate(self, position: float) -> None:
         """Score the dev split, log it, and keep the weights if they are the best so far."""
         metrics = self.dev_metrics()
-        loop, main_metric = self.loop, self.spec.main_metric
+        loop, main_metric = self.loop, self.main_metric
         loop.evaluated_at.append(loop.step)
         self.log.write(
             {
@@ -432,8 +468,7 @@ class FineTuneRecipe:
         self.accelerator.wait_for_everyone()
         if self.main:
             if self.cfg.save_model:
-                model: Any = self.unwrapped
-                model.save_pretrained(self.out)
+                self.save_model()
                 self.tokenizer.save_pretrained(self.out)
                 write_model_card(self.out, self.run, results)
             (self.out / "all_results.json").write_text(
@@ -442,6 +477,10 @@ class FineTuneRecipe:
             ordinary_permissions(self.out)
         results["output_dir"] = str(self.out)
         return results
+
+    def save_model(self) -> None:
+        model: Any = self.unwrapped
+        model.save_pretrained(self.out)
 
     def results(self, runtime: float) -> dict[str, Any]:
         cfg, loop, times = self.cfg, self.loop, self.step_times
@@ -458,7 +497,7 @@ class FineTuneRecipe:
             "train_runtime_s": round(runtime, 2),
             "train_samples_per_second": round(examples_seen / max(runtime, 1e-9), 3),
             "step_time_median_s": round(statistics.median(times), 5) if times else None,
-            "main_metric": self.spec.main_metric,
+            "main_metric": self.main_metric,
             "best_step": loop.best_step,
             "best_metric": loop.best_metric,
             "skipped_updates": loop.skipped_updates,
@@ -476,8 +515,3 @@ class FineTuneRecipe:
                 self.accelerator, self.unwrapped, self.method
             )
         return results
-
-
-def train(run: RunConfig) -> dict[str, Any]:
-    """Fine-tune, evaluate, save (`smartft train`); returns what `all_results.json` holds."""
-    return FineTuneRecipe(run).train()

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from smartft.batch import model_inputs
+from smartft.distill import distillation_loss
 from smartft.losses import task_loss
 from smartft.methods import Method
 from smartft.precision import Precision
@@ -34,10 +35,12 @@ def train_step(
     max_grad_norm: float,
     regression: bool | None,
     precision: Precision | None = None,
+    distill: tuple[float, float] | None = None,
 ) -> StepOutput:
     """One micro-batch: clean forward, the method's terms, one backward, and when the accumulation
     window closes, clipping and the update (skipped if the loss or gradient norm is not finite).
-    Forward passes, the method's included, run in the working precision.
+    Forward passes, the method's included, run in the working precision. With `distill` =
+    (α, T) and soft targets in the batch, the task loss mixes labels and soft targets.
     Shared by the recipe and `smartft bench`, so the benchmark times exactly this code."""
     precision = precision or Precision()
     scaler = precision.scaler
@@ -50,6 +53,10 @@ def train_step(
             method.before_forward(unwrapped, batch, backward)
             logits = model(**model_inputs(batch)).logits
             loss_task = task_loss(logits, batch["labels"], regression)
+            if distill is not None and "soft_labels" in batch:
+                alpha, temperature = distill
+                soft = distillation_loss(logits, batch["soft_labels"], temperature)
+                loss_task = (1 - alpha) * loss_task + alpha * soft
             terms = method.loss_terms(unwrapped, batch, logits)
             loss = loss_task + sum(terms.values())
         backward(loss)

@@ -227,6 +227,7 @@ class Features(torch.utils.data.Dataset[dict[str, Any]]):
         self.labels = labels
         self.regression = regression
         self.lengths = [len(ids) for ids in encodings["input_ids"]]
+        self.soft: list[list[float]] | None = None  # distillation targets, one row per example
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -235,6 +236,8 @@ class Features(torch.utils.data.Dataset[dict[str, Any]]):
         item: dict[str, Any] = {k: v[index] for k, v in self.encodings.items()}
         if self.labels is not None:
             item["labels"] = self.labels[index]
+        if self.soft is not None:
+            item["soft_labels"] = self.soft[index]
         return item
 
 
@@ -266,6 +269,10 @@ class Collator:
         if "labels" in items[0]:
             dtype = torch.float32 if self.regression else torch.long
             batch["labels"] = torch.tensor([item["labels"] for item in items], dtype=dtype)
+        if "soft_labels" in items[0]:
+            batch["soft_labels"] = torch.tensor(
+                [item["soft_labels"] for item in items], dtype=torch.float32
+            )
         return batch
 
 

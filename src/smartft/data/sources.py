@@ -8,7 +8,8 @@ from pathlib import Path
 
 from smartft.config import TrainConfig
 from smartft.data.dataset import Examples, infer_labels, load_examples, read_split, to_examples
-from smartft.data.tasks import TaskSpec, get_task
+from smartft.data.task_def import load_task_defs
+from smartft.data.tasks import TASKS, TaskSpec, get_task
 from smartft.errors import ConfigError
 
 
@@ -55,6 +56,16 @@ def resolve_task(cfg: TrainConfig) -> TaskSpec:
     custom = cfg.train_file or cfg.validation_file or cfg.test_file
     if cfg.task_name and custom:
         raise ConfigError("give either --task_name (with --data_dir) or custom files, not both")
+    if cfg.task_name and cfg.task_def:
+        defined = load_task_defs(cfg.task_def)
+        clash = sorted(set(defined) & set(TASKS))
+        if clash:
+            raise ConfigError(
+                f"--task_def {cfg.task_def} defines {', '.join(clash)}, the name of a registered "
+                "task; give it another name"
+            )
+        if cfg.task_name in defined:
+            return defined[cfg.task_name]
     if cfg.task_name:
         if not cfg.data_dir:
             raise ConfigError(

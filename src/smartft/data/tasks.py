@@ -37,6 +37,7 @@ class TaskSpec:
     submission: dict[str, str] = field(default_factory=dict)
     id_column: str | None = "index"
     eval_split: str = "validation"
+    dropout: float | None = None  # the head's dropout (a --task_def task's dropout_p)
 
     @property
     def is_regression(self) -> bool:
