@@ -24,18 +24,23 @@ from .conftest import SMART_FLAGS, train_args
 from .test_engine import cli
 
 
+def tiny_config(**overrides: Any) -> BertConfig:
+    """A 2-layer, 16-wide BERT config over a 40-token vocabulary."""
+    sizes = {
+        "vocab_size": 40,
+        "hidden_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 24,
+        "max_position_embeddings": 32,
+    }
+    return BertConfig(**{**sizes, **overrides})
+
+
 def tiny(num_labels: int = 2, seed: int = 0) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=24,
-        max_position_embeddings=32,
-        num_labels=num_labels,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
+    config = tiny_config(
+        num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
     )
     return BertForSequenceClassification(config).eval()
 

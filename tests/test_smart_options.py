@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertForSequenceClassification
 
 from smartft.errors import ConfigError
 from smartft.methods import SetupInfo
@@ -20,7 +20,7 @@ from smartft.teacher import BregmanConfig, make_teacher
 
 from .conftest import train_args
 from .test_engine import cli
-from .test_smart import batch
+from .test_smart import batch, tiny_config
 
 LABELS = torch.tensor([0, 1, 1, 0])
 
@@ -28,16 +28,7 @@ LABELS = torch.tensor([0, 1, 1, 0])
 def dropout_model(seed: int = 0) -> BertForSequenceClassification:
     """A tiny BERT with dropout on, in training mode."""
     torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=24,
-        max_position_embeddings=32,
-        hidden_dropout_prob=0.2,
-        attention_probs_dropout_prob=0.2,
-    )
+    config = tiny_config(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)
     return BertForSequenceClassification(config).train()
 
 

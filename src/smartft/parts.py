@@ -14,8 +14,11 @@ def head_modules(model: nn.Module) -> list[nn.Linear]:
 
     def in_head(name: str) -> bool:
         parts = name.split(".")
-        return parts[0] in HEAD_NAMES or (
-            parts[0] == "tasks" and len(parts) > 2 and parts[2] in HEAD_NAMES
+        if parts[:2] == ["base_model", "model"]:  # a peft PeftModel around the model
+            parts = parts[2:]
+        return bool(parts) and (
+            parts[0] in HEAD_NAMES
+            or (parts[0] == "tasks" and len(parts) > 2 and parts[2] in HEAD_NAMES)
         )
 
     found = [

@@ -25,16 +25,16 @@ from tqdm.auto import tqdm
 
 from smartft import checkpoint
 from smartft.config import RunConfig, write_yaml
-from smartft.data.dataset import BatchSampler, Collator, Features, tokenize
+from smartft.data.dataset import BatchSampler, Collator, Examples, Features, tokenize
 from smartft.data.sources import load_train_data
 from smartft.data.tasks import TaskSpec
 from smartft.distill import cached_targets, check_teachers, soft_targets, teacher_dirs
-from smartft.errors import TrainingError
+from smartft.errors import ConfigError, TrainingError
 from smartft.evaluation import predict_outputs, score
 from smartft.events import EventLog, format_metrics
 from smartft.methods import Method, SetupInfo, get_method
 from smartft.metrics import is_better, json_safe
-from smartft.modeling import load_model
+from smartft.modeling import input_names, load_model, with_lora
 from smartft.optim import make_optimizer, make_scheduler
 from smartft.output import (
     ordinary_permissions,
@@ -45,6 +45,7 @@ from smartft.output import (
 from smartft.precision import recorded_warnings
 from smartft.runtime import make_accelerator, mean_over_processes, replica_checksums, say
 from smartft.step import StepOutput, train_step
+from smartft.tagging import TagLayout
 
 Batch = dict[str, torch.Tensor]
 
@@ -71,6 +72,8 @@ class FineTuneRecipe:
         """Read and check every input before anything is written."""
         self.data = load_train_data(self.cfg)
         self.spec = self.data.spec
+        if self.spec.tagging:
+            refuse_for_tagging(self.run)
         self.main_metric = self.spec.main_metric
         self.regression: bool | None = self.spec.is_regression
         self.teachers = teacher_dirs(self.cfg.teachers)
@@ -89,9 +92,12 @@ class FineTuneRecipe:
         model, self.tokenizer = load_model(
             cfg.model_name_or_path, spec, cfg.trust_remote_code, cfg.fresh_head
         )
+        self.inputs = input_names(model)
+        if cfg.peft == "lora":
+            model = with_lora(model, cfg, spec.tagging)
         self.collator = Collator(self.tokenizer.pad_token_id or 0, spec.is_regression)
         self.features = tokenize(
-            self.data.train, self.tokenizer, cfg.max_seq_length, spec.is_regression
+            self.data.train, self.tokenizer, cfg.max_seq_length, spec.is_regression, self.inputs
         )
         self.attach_soft_targets(self.features, spec, self.collator)
         self.sampler: Any = BatchSampler(
@@ -143,12 +149,20 @@ class FineTuneRecipe:
     def make_eval_loader(self) -> Any:
         if self.data.eval is None:
             return None
-        cfg, spec = self.cfg, self.spec
-        features = tokenize(self.data.eval, self.tokenizer, cfg.max_seq_length, spec.is_regression)
+        loader, self.eval_layout = self.loader_for(self.data.eval)
+        return loader
+
+    def loader_for(self, examples: Examples) -> tuple[Any, TagLayout | None]:
+        """Evaluation batches of `examples`, prepared by accelerate (and, for a tagging task,
+        where each output belongs in its sentence)."""
+        cfg = self.cfg
+        features = tokenize(
+            examples, self.tokenizer, cfg.max_seq_length, self.spec.is_regression, self.inputs
+        )
         loader = DataLoader(
             features, batch_size=cfg.per_device_eval_batch_size, collate_fn=self.collator
         )
-        return self.accelerator.prepare(loader)
+        return self.accelerator.prepare(loader), features.layout
 
     def setup_method(self) -> None:
         self.method: Method[Any] = get_method(self.cfg.method)(self.run.methods)
@@ -426,8 +440,17 @@ class FineTuneRecipe:
         outputs, labels = predict_outputs(
             self.model, self.eval_loader, self.accelerator, self.show, self.precision
         )
+        assert labels is not None and self.data.eval is not None
+        return score(self.spec, outputs, labels, self.eval_layout, self.data.eval.tags)
+
+    def test_metrics(self, examples: Examples) -> dict[str, float]:
+        """--do_predict: the final model's scores on the labelled test split."""
+        loader, layout = self.loader_for(examples)
+        outputs, labels = predict_outputs(
+            self.model, loader, self.accelerator, self.show, self.precision
+        )
         assert labels is not None
-        return score(self.spec, outputs, labels)
+        return score(self.spec, outputs, labels, layout, examples.tags)
 
     def current_weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.unwrapped.state_dict().items()}
@@ -465,6 +488,8 @@ class FineTuneRecipe:
         results = self.results(runtime)
         if self.eval_loader is not None:
             results.update({f"eval_{k}": v for k, v in self.dev_metrics().items()})
+        if self.data.test is not None:
+            results.update({f"test_{k}": v for k, v in self.test_metrics(self.data.test).items()})
         self.accelerator.wait_for_everyone()
         if self.main:
             if self.cfg.save_model:
@@ -479,8 +504,12 @@ class FineTuneRecipe:
         return results
 
     def save_model(self) -> None:
+        """The model, or a LoRA run's adapters with the base model's config beside them (its
+        labels: `smartft eval` / `predict` size the base model's head from it)."""
         model: Any = self.unwrapped
         model.save_pretrained(self.out)
+        if self.cfg.peft:
+            model.config.save_pretrained(self.out)
 
     def results(self, runtime: float) -> dict[str, Any]:
         cfg, loop, times = self.cfg, self.loop, self.step_times
@@ -515,3 +544,17 @@ class FineTuneRecipe:
                 self.accelerator, self.unwrapped, self.method
             )
         return results
+
+
+def refuse_for_tagging(run: RunConfig) -> None:
+    """What a tagging run cannot do: the fast mode's random rows are sentences while a tagging
+    model's outputs are tokens, and distillation targets are per sentence."""
+    flat = run.flat()
+    fast = [f"--{k}" for k in ("smart_fraction", "bregman_fraction") if flat.get(k, 1.0) < 1]
+    if fast:
+        raise ConfigError(
+            f"{' and '.join(fast)} below 1 (the fast mode) works on sentence tasks only; "
+            "a tagging task regularizes every labelled token"
+        )
+    if run.train.teachers:
+        raise ConfigError("--teachers (distillation) works on sentence tasks only")

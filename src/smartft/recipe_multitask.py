@@ -19,8 +19,9 @@ from smartft import checkpoint
 from smartft.data.dataset import BatchSampler, Collator, tokenize
 from smartft.data.sources import TrainData, load_train_data
 from smartft.distill import check_teachers, teacher_dirs
+from smartft.errors import ConfigError
 from smartft.evaluation import predict_outputs, score
-from smartft.modeling import load_model
+from smartft.modeling import input_names, load_model
 from smartft.multitask import (
     MultiTaskCollator,
     MultiTaskFeatures,
@@ -44,6 +45,12 @@ class MultiTaskRecipe(FineTuneRecipe):
             load_train_data(replace(cfg, task_name=name)) for name in self.names
         ]
         self.specs = [data.spec for data in self.datas]
+        tagging = [spec.name for spec in self.specs if spec.tagging]
+        if tagging:
+            raise ConfigError(
+                f"--task_name {cfg.task_name}: multi-task training takes sentence tasks only; "
+                f"train the tagging task {tagging[0]} on its own"
+            )
         self.data, self.spec = self.datas[0], self.specs[0]
         self.main_metric = "mean"
         self.regression = None  # a head per task: regression is read from each batch
@@ -60,10 +67,15 @@ class MultiTaskRecipe(FineTuneRecipe):
             models[spec.name], self.tokenizer = load_model(
                 cfg.model_name_or_path, spec, cfg.trust_remote_code, cfg.fresh_head
             )
+        self.inputs = input_names(models[self.names[0]])
+        if cfg.peft:
+            raise ConfigError("--peft is for single-task training (not with several tasks yet)")
         pad = self.tokenizer.pad_token_id or 0
         self.collators = [Collator(pad, spec.is_regression) for spec in self.specs]
         self.task_features = [
-            tokenize(data.train, self.tokenizer, cfg.max_seq_length, spec.is_regression)
+            tokenize(
+                data.train, self.tokenizer, cfg.max_seq_length, spec.is_regression, self.inputs
+            )
             for data, spec in zip(self.datas, self.specs, strict=True)
         ]
         for features, spec, collator in zip(
@@ -101,7 +113,9 @@ class MultiTaskRecipe(FineTuneRecipe):
         for task, (data, spec) in enumerate(zip(self.datas, self.specs, strict=True)):
             if data.eval is None:
                 continue
-            features = tokenize(data.eval, self.tokenizer, cfg.max_seq_length, spec.is_regression)
+            features = tokenize(
+                data.eval, self.tokenizer, cfg.max_seq_length, spec.is_regression, self.inputs
+            )
             loader = DataLoader(
                 TaskItems(features, task),
                 batch_size=cfg.per_device_eval_batch_size,

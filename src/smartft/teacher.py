@@ -22,6 +22,7 @@ from torch import nn
 from smartft.errors import ConfigError
 from smartft.losses import divergence
 from smartft.options import check_ranges, option
+from smartft.tagging import keeps_in_copies
 
 
 @dataclass
@@ -97,6 +98,28 @@ class BregmanConfig:
             )
 
 
+def share_frozen(teacher: nn.Module, student: nn.Module) -> set[str]:
+    """Make the teacher use the student's frozen parameters themselves (a LoRA run's base model:
+    they never change, so a copy would only cost memory); returns their names."""
+    shared = set()
+    for name, param in student.named_parameters():
+        if param.requires_grad:
+            continue
+        owner, _, leaf = name.rpartition(".")
+        teacher.get_submodule(owner)._parameters[leaf] = param
+        shared.add(name)
+    return shared
+
+
+def own_bytes(teacher: MeanTeacher) -> int:
+    """Memory the teacher's own (averaged, not shared) parameters take."""
+    return sum(
+        p.numel() * p.element_size()
+        for n, p in teacher.model.named_parameters()
+        if n not in teacher.shared
+    )
+
+
 class MeanTeacher:
     """A frozen copy of the model that tracks the student by exponential moving average.
 
@@ -117,8 +140,10 @@ class MeanTeacher:
                 raise ValueError(f"teacher momentum must be in [0, 1), got {value}")
         self.model = copy.deepcopy(model)
         for module in self.model.modules():  # a hook on the student must not perturb the teacher
-            module._forward_hooks.clear()
-            module._forward_pre_hooks.clear()
+            for hooks in (module._forward_hooks, module._forward_pre_hooks):
+                for key in [k for k, hook in hooks.items() if not keeps_in_copies(hook)]:
+                    del hooks[key]
+        self.shared = share_frozen(self.model, model)
         self.model.eval().requires_grad_(False)
         self.beta = beta
         self.beta_final = beta_final
@@ -141,7 +166,8 @@ class MeanTeacher:
         beta = self.current_beta()
         student_params = dict(student.named_parameters())
         for name, param in self.model.named_parameters():
-            param.lerp_(student_params[name].detach().to(param.dtype), 1.0 - beta)
+            if name not in self.shared:
+                param.lerp_(student_params[name].detach().to(param.dtype), 1.0 - beta)
         student_buffers = dict(student.named_buffers())
         for name, buffer in self.model.named_buffers():
             buffer.copy_(student_buffers[name])

@@ -12,17 +12,21 @@ import torch
 
 from smartft.data.readers import Row, detect_format, read_rows
 from smartft.data.tasks import TaskSpec, task_folder
-from smartft.errors import DataError
+from smartft.errors import ConfigError, DataError
+from smartft.tagging import TOKEN_MASK, TagLayout
 
 
 @dataclass
 class Examples:
-    """One split, validated: texts per example, label ids or floats (None for unlabeled test)."""
+    """One split, validated: texts per example, label ids or floats (None for unlabeled test).
+    A tagging task's example is a sentence: `texts` holds its words, `tags` their tag ids."""
 
     path: Path
     texts: list[tuple[str, ...]]
     labels: list[float] | None
     ids: list[str]
+    tags: list[list[int]] | None = None
+    tagging: bool = False
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -34,9 +38,9 @@ class Examples:
 
     def select(self, indices: Sequence[int]) -> Examples:
         labels = None if self.labels is None else [self.labels[i] for i in indices]
-        return Examples(
-            self.path, [self.texts[i] for i in indices], labels, [self.ids[i] for i in indices]
-        )
+        tags = None if self.tags is None else [self.tags[i] for i in indices]
+        texts, ids = [self.texts[i] for i in indices], [self.ids[i] for i in indices]
+        return Examples(self.path, texts, labels, ids, tags, self.tagging)
 
     def sample(self, fraction: float, seed: int) -> Examples:
         """A seeded random subset of round(fraction · n) examples (at least one), in file order.
@@ -157,10 +161,48 @@ def _is_number(value: str) -> bool:
         return False
 
 
+def infer_tags(path: Path, rows: Sequence[Row]) -> tuple[str, ...]:
+    """The tag set of a custom CoNLL training file: "O" first, then the others sorted."""
+    if "tags" not in rows[0].fields:
+        raise rows[0].error(path, "the training file has no tag column", fix="word<TAB>tag lines")
+    tags = {tag for row in rows for tag in row.fields["tags"]}
+    return ("O", *sorted(tags - {"O"})) if "O" in tags else tuple(sorted(tags))
+
+
+def to_sentences(
+    spec: TaskSpec, split: str, path: Path, rows: Sequence[Row], require_labels: bool
+) -> Examples:
+    """A tagging task's sentences, every tag checked against the task's tag set."""
+    assert spec.labels is not None
+    tag_to_id = {t: i for i, t in enumerate(spec.labels)}
+    has_tags = "tags" in rows[0].fields
+    if require_labels and not has_tags:
+        raise rows[0].error(
+            path, f"the {split} split has no tag column", fix="give a tagged (two-column) file"
+        )
+    tags: list[list[int]] = []
+    for row in rows:
+        for offset, tag in enumerate(row.fields.get("tags") or ()):
+            if tag not in tag_to_id:
+                raise DataError(
+                    path,
+                    f"unknown tag {tag!r} (the task's tags: {', '.join(spec.labels)})",
+                    line=row.line + offset,
+                    fix="fix the tag, or train on data that contains it",
+                )
+        if has_tags:
+            tags.append([tag_to_id[t] for t in row.fields["tags"]])
+    texts = [tuple(row.fields["tokens"]) for row in rows]
+    ids = [str(row.line) for row in rows]
+    return Examples(path, texts, None, ids, tags if has_tags else None, tagging=True)
+
+
 def to_examples(
     spec: TaskSpec, split: str, path: Path, rows: Sequence[Row], require_labels: bool
 ) -> Examples:
     """Validate every row and map labels to ids (classification) or floats (regression)."""
+    if spec.tagging:
+        return to_sentences(spec, split, path, rows, require_labels)
     texts: list[tuple[str, ...]] = []
     labels: list[float] = []
     ids: list[str] = []
@@ -221,11 +263,16 @@ class Features(torch.utils.data.Dataset[dict[str, Any]]):
     """Tokenized examples; padding happens per batch in `collate`."""
 
     def __init__(
-        self, encodings: dict[str, list[list[int]]], labels: list[float] | None, regression: bool
+        self,
+        encodings: dict[str, list[list[int]]],
+        labels: Sequence[float] | Sequence[list[int]] | None,
+        regression: bool,
+        layout: TagLayout | None = None,
     ) -> None:
         self.encodings = encodings
         self.labels = labels
         self.regression = regression
+        self.layout = layout  # tagging: which word each labelled token is
         self.lengths = [len(ids) for ids in encodings["input_ids"]]
         self.soft: list[list[float]] | None = None  # distillation targets, one row per example
 
@@ -241,12 +288,60 @@ class Features(torch.utils.data.Dataset[dict[str, Any]]):
         return item
 
 
-def tokenize(examples: Examples, tokenizer: Any, max_length: int, regression: bool) -> Features:
+def tokenize(
+    examples: Examples,
+    tokenizer: Any,
+    max_length: int,
+    regression: bool,
+    keys: tuple[str, ...] = ("input_ids", "token_type_ids", "attention_mask"),
+) -> Features:
+    """Token ids (and the other inputs in `keys` the tokenizer gives) for each example."""
+    if examples.tagging:
+        return tokenize_words(examples, tokenizer, max_length, keys)
     columns = list(zip(*examples.texts, strict=True))
     second = list(columns[1]) if len(columns) > 1 else None
     encoded = tokenizer(list(columns[0]), second, truncation=True, max_length=max_length)
-    keep = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoded]
+    keep = [k for k in keys if k in encoded]
     return Features({k: encoded[k] for k in keep}, examples.labels, regression)
+
+
+def tokenize_words(
+    examples: Examples, tokenizer: Any, max_length: int, keys: tuple[str, ...]
+) -> Features:
+    """Subword ids for sentences given as words; the first subword of each word is labelled
+    (`token_mask` 1, its word's tag in the labels), the rest are not. Needs a fast tokenizer,
+    which knows which word each subword came from."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(
+            "tagging tasks need a fast tokenizer (one with a tokenizer.json), to align tags to "
+            "subwords; the model's folder has only a slow one"
+        )
+    encoded = tokenizer(
+        [list(words) for words in examples.texts],
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+    )
+    masks, positions = [], []
+    for i in range(len(examples)):
+        previous, mask, words = None, [], []
+        for word in encoded.word_ids(i):
+            first = word is not None and word != previous
+            mask.append(int(first))
+            if first:
+                words.append(word)
+            previous = word
+        masks.append(mask)
+        positions.append(words)
+    encodings = {k: encoded[k] for k in keys if k in encoded}
+    encodings[TOKEN_MASK] = masks
+    layout = TagLayout(positions, [len(words) for words in examples.texts])
+    labels = None
+    if examples.tags is not None:
+        labels = [
+            [tags[w] for w in words] for tags, words in zip(examples.tags, positions, strict=True)
+        ]
+    return Features(encodings, labels, False, layout)
 
 
 class Collator:
@@ -259,14 +354,16 @@ class Collator:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         width = max(len(item["input_ids"]) for item in items)
         batch: dict[str, torch.Tensor] = {}
-        for key in ("input_ids", "token_type_ids", "attention_mask"):
+        for key in ("input_ids", "token_type_ids", "attention_mask", TOKEN_MASK):
             if key not in items[0]:
                 continue
             fill = self.pad_token_id if key == "input_ids" else 0
             batch[key] = torch.tensor(
                 [item[key] + [fill] * (width - len(item[key])) for item in items], dtype=torch.long
             )
-        if "labels" in items[0]:
+        if "labels" in items[0] and isinstance(items[0]["labels"], list):  # tags, flat
+            batch["labels"] = torch.tensor([t for item in items for t in item["labels"]])
+        elif "labels" in items[0]:
             dtype = torch.float32 if self.regression else torch.long
             batch["labels"] = torch.tensor([item["labels"] for item in items], dtype=dtype)
         if "soft_labels" in items[0]:

@@ -1,5 +1,5 @@
-"""Strict readers for TSV, CSV, JSONL, JSON and (with pyarrow) Parquet files and folders written
-by `datasets`' `save_to_disk`.
+"""Strict readers for TSV, CSV, JSONL, JSON, CoNLL and (with pyarrow) Parquet files and folders
+written by `datasets`' `save_to_disk`.
 
 GLUE TSVs contain fields that start with a double quote, so TSV is split on tabs with no quote
 processing at all. Every problem raises a `DataError` naming the file and the line as an editor
@@ -18,7 +18,7 @@ from typing import Any
 
 from smartft.errors import DataError
 
-FORMATS = ("tsv", "csv", "jsonl", "json", "parquet", "arrow")
+FORMATS = ("tsv", "csv", "jsonl", "json", "conll", "parquet", "arrow")
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,15 @@ def detect_format(path: Path) -> str:
     suffix = path.suffix.lower().lstrip(".")
     if suffix in ("tsv", "txt"):
         return "tsv"
+    if suffix in ("conll", "bio", "iob"):
+        return "conll"
     if suffix in FORMATS:
         return suffix
     raise DataError(
         path,
         f"cannot tell the format from the extension '.{suffix}'",
-        fix="name the file .tsv, .csv, .jsonl, .json or .parquet, or give a folder written by "
-        "datasets' save_to_disk",
+        fix="name the file .tsv, .csv, .jsonl, .json, .conll or .parquet, or give a folder "
+        "written by datasets' save_to_disk",
     )
 
 
@@ -154,6 +156,71 @@ def read_csv(path: Path, columns: Sequence[str] | None = None) -> list[Row]:
     return _rows_from_table(path, table, line_numbers, columns)
 
 
+DOCSTART = "-DOCSTART-"
+
+
+def read_conll(path: Path) -> list[Row]:
+    """Sentences of a CoNLL file: one word per line, the word in the first column and its tag in
+    the last (`word<TAB>tag` as WNUT-17, or CoNLL-2003's four space-separated columns; a file with
+    one column has no tags). Empty or whitespace-only lines (WNUT-17's train file uses a lone TAB)
+    end a sentence, `-DOCSTART-` lines mark documents and are skipped. Each row holds `tokens`
+    (and `tags`) and is numbered by its sentence's first line.
+
+    Strict: every word line has the first line's number of columns (TAB-separated files are split
+    on TABs only, so a word may hold a space), and no word or tag is empty."""
+    rows: list[Row] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 0
+    width: int | None = None
+    tabbed = False
+
+    def close() -> None:
+        if tokens:
+            fields = {"tokens": list(tokens), **({"tags": list(tags)} if width != 1 else {})}
+            rows.append(Row(start, fields))
+        tokens.clear()
+        tags.clear()
+
+    for number, line in enumerate(_lines(read_text(path)), start=1):
+        if not line.strip():
+            close()
+            continue
+        if width is None:
+            tabbed = "\t" in line
+        values = line.split("\t") if tabbed else line.split()
+        if values[0] == DOCSTART:
+            close()
+            continue
+        if width is None:
+            width = len(values)
+        if len(values) != width:
+            kind = "TAB-separated columns" if tabbed else "columns"
+            raise DataError(
+                path,
+                f"ragged line: {len(values)} {kind} where the file's first line has {width}",
+                line=number,
+                fix="one word per line: the word, then the same columns on every line",
+            )
+        if not values[0].strip():
+            raise DataError(path, "empty word", line=number, fix="every word line needs a word")
+        if width > 1 and not values[-1].strip():
+            raise DataError(path, "empty tag", line=number, fix="give every word a tag (O if none)")
+        if not tokens:
+            start = number
+        tokens.append(values[0])
+        if width > 1:
+            tags.append(values[-1].strip())
+    close()
+    if not rows:
+        raise DataError(
+            path,
+            "no sentences (only empty lines and -DOCSTART- markers)",
+            fix="one word per line, sentences separated by empty lines",
+        )
+    return rows
+
+
 def _expect_object(path: Path, value: Any, line: int | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise DataError(path, f"expected a JSON object, found {type(value).__name__}", line=line)
@@ -254,4 +321,6 @@ def read_rows(
         return read_jsonl(path)
     if fmt == "json":
         return read_json_list(path, json_key)
+    if fmt == "conll":
+        return read_conll(path)
     raise DataError(path, f"unknown format '{fmt}'", fix=f"use one of {', '.join(FORMATS)}")

@@ -7,19 +7,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from smartft.config import TrainConfig
-from smartft.data.dataset import Examples, infer_labels, load_examples, read_split, to_examples
+from smartft.data.dataset import (
+    Examples,
+    infer_labels,
+    infer_tags,
+    load_examples,
+    read_split,
+    to_examples,
+)
+from smartft.data.readers import detect_format
 from smartft.data.task_def import load_task_defs
-from smartft.data.tasks import TASKS, TaskSpec, get_task
+from smartft.data.tasks import TAG_METRICS, TASKS, TaskSpec, get_task
 from smartft.errors import ConfigError
 
 
 def custom_task(cfg: TrainConfig) -> TaskSpec:
-    """A task made from --train_file/--validation_file/--test_file; labels inferred later."""
-    if not cfg.text_columns:
-        raise ConfigError("custom data needs --text_columns (one or two comma-separated names)")
-    columns = tuple(c.strip() for c in cfg.text_columns.split(",") if c.strip())
-    if not 1 <= len(columns) <= 2:
-        raise ConfigError(f"--text_columns: expected one or two names, got {cfg.text_columns!r}")
+    """A task made from --train_file/--validation_file/--test_file; labels inferred later.
+    CoNLL files (.conll, .bio, .iob) make a tagging task."""
     files = {
         split: str(Path(f).resolve())
         for split, f in (
@@ -29,6 +33,24 @@ def custom_task(cfg: TrainConfig) -> TaskSpec:
         )
         if f
     }
+    if detect_format(Path(next(iter(files.values())))) == "conll":
+        return TaskSpec(
+            name="custom",
+            files=files,
+            text_columns=("tokens",),
+            label_column="tags",
+            labels=(),
+            metrics=TAG_METRICS,
+            fmt="conll",
+            id_column=None,
+            submission={"test": "predictions.conll"} if cfg.test_file else {},
+            tagging=True,
+        )
+    if not cfg.text_columns:
+        raise ConfigError("custom data needs --text_columns (one or two comma-separated names)")
+    columns = tuple(c.strip() for c in cfg.text_columns.split(",") if c.strip())
+    if not 1 <= len(columns) <= 2:
+        raise ConfigError(f"--text_columns: expected one or two names, got {cfg.text_columns!r}")
     labels: tuple[str, ...] | None = None if cfg.problem_type == "regression" else ()
     return TaskSpec(
         name="custom",
@@ -45,6 +67,8 @@ def custom_task(cfg: TrainConfig) -> TaskSpec:
 
 def with_metrics(spec: TaskSpec, labels: tuple[str, ...] | None) -> TaskSpec:
     """Custom tasks: fix the label set and pick metrics that suit it."""
+    if spec.tagging:
+        return replace(spec, labels=labels)
     if labels is None:
         return replace(spec, labels=None, metrics=("pearson", "spearman"))
     return replace(
@@ -89,6 +113,7 @@ class TrainData:
     spec: TaskSpec
     train: Examples
     eval: Examples | None
+    test: Examples | None = None  # --do_predict
 
 
 def load_train_data(cfg: TrainConfig) -> TrainData:
@@ -97,7 +122,9 @@ def load_train_data(cfg: TrainConfig) -> TrainData:
     if "train" not in spec.files:
         raise ConfigError(f"task {spec.name} has no training split")
     path, rows = read_split(spec, "train", data_dir(cfg))
-    if spec.labels == () or spec.name == "custom":
+    if spec.tagging and spec.labels == ():
+        spec = with_metrics(spec, infer_tags(path, rows))
+    elif spec.labels == () or spec.name == "custom":
         spec = with_metrics(
             spec, infer_labels(path, rows, spec.label_column or "label", cfg.problem_type)
         )
@@ -111,4 +138,18 @@ def load_train_data(cfg: TrainConfig) -> TrainData:
         spec,
         train.sample(cfg.train_fraction, cfg.data_seed).head(cfg.max_train_samples),
         evaluation.head(cfg.max_eval_samples) if evaluation else None,
+        test_examples(cfg, spec),
     )
+
+
+def test_examples(cfg: TrainConfig, spec: TaskSpec) -> Examples | None:
+    """--do_predict: the labelled test split, read now so that a problem stops the run early."""
+    if not cfg.do_predict:
+        return None
+    if cfg.holdout_fraction > 0:
+        raise ConfigError(
+            "--do_predict with --holdout_fraction: a model-selection run must not see the test set"
+        )
+    if "test" not in spec.files:
+        raise ConfigError(f"--do_predict: task {spec.name} has no test split")
+    return load_examples(spec, "test", data_dir(cfg))

@@ -11,6 +11,7 @@ from smartft.errors import DataError
 
 NLI3 = ("entailment", "neutral", "contradiction")
 NLI2 = ("entailment", "not_entailment")
+TAG_METRICS = ("f1", "precision", "recall", "accuracy")  # entity-level P/R/F1, word accuracy
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TaskSpec:
     id_column: str | None = "index"
     eval_split: str = "validation"
     dropout: float | None = None  # the head's dropout (a --task_def task's dropout_p)
+    tagging: bool = False  # a tag per word (CoNLL files), scored by entity F1
 
     @property
     def is_regression(self) -> bool:
@@ -190,6 +192,27 @@ _TASKS: list[TaskSpec] = [
         headerless={s: ("premise", "hypothesis", "label") for s in ("train", "validation", "test")},
     ),
 ]
+_WNUT17_TYPES = ("corporation", "creative-work", "group", "location", "person", "product")
+WNUT17_TAGS = ("O", *(f"{prefix}-{kind}" for kind in _WNUT17_TYPES for prefix in ("B", "I")))
+_TASKS.append(
+    TaskSpec(
+        name="wnut17",
+        folder="WNUT17",
+        fmt="conll",
+        text_columns=("tokens",),
+        label_column="tags",
+        labels=WNUT17_TAGS,
+        metrics=TAG_METRICS,
+        files={
+            "train": "wnut17train.conll",
+            "validation": "emerging.dev.conll",
+            "test": "emerging.test.annotated",
+        },
+        submission={"test": "wnut17-test.conll"},
+        id_column=None,
+        tagging=True,
+    )
+)
 for _round in (1, 2, 3):
     _TASKS.append(
         TaskSpec(

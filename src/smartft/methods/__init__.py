@@ -17,6 +17,7 @@ from smartft.methods.freelb import FreeLB
 from smartft.methods.l2sp import L2SP
 from smartft.methods.lnsr import LNSR
 from smartft.methods.mixout import Mixout
+from smartft.methods.neftune import NEFTune
 from smartft.methods.r3f import R3F, R4F
 from smartft.methods.smart import Smart
 
@@ -32,6 +33,7 @@ _ALL: tuple[type[Method[Any]], ...] = (
     L2SP,
     LNSR,
     DPS,
+    NEFTune,
 )
 METHODS: dict[str, type[Method[Any]]] = {m.name: m for m in _ALL}
 

@@ -19,6 +19,7 @@ from smartft.errors import ConfigError
 from smartft.masks import fisher_information, top_fraction_masks
 from smartft.methods.base import Method, SetupInfo
 from smartft.options import check_ranges, option
+from smartft.parts import transformer_layers
 
 
 @dataclass
@@ -51,11 +52,14 @@ class ChildTuningConfig:
 
 
 def layer_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Trainable parameters of the transformer layers: those whose name contains `layer`."""
-    found = {n: p for n, p in model.named_parameters() if p.requires_grad and "layer" in n}
-    if not found:
-        raise ConfigError("child_tuning D: the model has no parameters named 'layer'")
-    return found
+    """Trainable parameters of the transformer layers (the code's `'layer' in name` on BERT;
+    found by structure, so GPT-2's `h.N` and Llama's `layers.N` count too)."""
+    try:
+        stack = transformer_layers(model)
+    except TypeError as err:
+        raise ConfigError(f"child_tuning D: {err}") from None
+    inside = {id(p) for p in stack.parameters()}
+    return {n: p for n, p in model.named_parameters() if p.requires_grad and id(p) in inside}
 
 
 class ChildTuning(Method[ChildTuningConfig]):

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from smartft.methods.base import Method, SetupInfo
 from smartft.options import check_ranges, option
@@ -47,7 +48,7 @@ def linear_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     names = {id(p): n for n, p in model.named_parameters()}
     found: dict[str, nn.Parameter] = {}
     for module in model.modules():
-        if isinstance(module, nn.Linear) and id(module) not in head:
+        if isinstance(module, nn.Linear | Conv1D) and id(module) not in head:
             weight = module.weight
             if isinstance(weight, nn.Parameter) and weight.requires_grad:
                 found[names[id(weight)]] = weight

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from smartft.errors import ConfigError
 from smartft.methods.base import Method, SetupInfo
@@ -59,6 +60,15 @@ def mixout(
     return target + keep * (weight - target) / (1.0 - p)
 
 
+def mixed_weight(layer: Any, inputs_axis: int) -> torch.Tensor:
+    """The layer's weight with units mixed out; `inputs_axis` is the axis of input neurons."""
+    shape = list(layer.weight.shape)
+    if layer.mixout_per_neuron:
+        shape = [n if axis == inputs_axis else 1 for axis, n in enumerate(shape)]
+    draw = torch.rand(shape, generator=layer.mixout_generator, device=layer.weight.device)
+    return mixout(layer.weight, layer.mixout_target, layer.mixout_p, draw >= layer.mixout_p)
+
+
 class MixoutLinear(nn.Linear):
     """An nn.Linear whose training forward uses mixout weights; evaluation uses the weights
     themselves, the expectation. Only the class changes, so checkpoints stay ordinary."""
@@ -71,26 +81,41 @@ class MixoutLinear(nn.Linear):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.training or self.mixout_p == 0:
             return super().forward(input)
-        shape = (self.in_features,) if self.mixout_per_neuron else tuple(self.weight.shape)
-        draw = torch.rand(shape, generator=self.mixout_generator, device=self.weight.device)
-        weight = mixout(self.weight, self.mixout_target, self.mixout_p, draw >= self.mixout_p)
-        return nn.functional.linear(input, weight, self.bias)
+        return nn.functional.linear(input, mixed_weight(self, inputs_axis=1), self.bias)
+
+
+class MixoutConv1D(Conv1D):  # type: ignore[misc]
+    """GPT-2's Conv1D (a linear layer with its weight stored [in, out]) under mixout."""
+
+    mixout_p: float
+    mixout_target: torch.Tensor
+    mixout_per_neuron: bool
+    mixout_generator: torch.Generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.mixout_p == 0:
+            return super().forward(x)  # type: ignore[no-any-return,no-untyped-call]
+        size = (*x.size()[:-1], self.nf)
+        weight = mixed_weight(self, inputs_axis=0)
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), weight).view(size)
 
 
 def apply_mixout(model: nn.Module, p: float, per_neuron: bool, generator: torch.Generator) -> int:
-    """Turn every pre-trained nn.Linear (not the head) into a MixoutLinear; returns how many."""
+    """Turn every trainable pre-trained linear layer (nn.Linear, or GPT-2's Conv1D; not the
+    head) into its mixout version; returns how many."""
     head = {id(m) for m in head_modules(model)}
     count = 0
     for module in model.modules():
-        if type(module) is nn.Linear and id(module) not in head:
-            module.__class__ = MixoutLinear
-            object.__setattr__(module, "mixout_p", p)
-            object.__setattr__(module, "mixout_per_neuron", per_neuron)
-            object.__setattr__(module, "mixout_generator", generator)
-            module.register_buffer(
-                "mixout_target", module.weight.detach().clone(), persistent=False
-            )
-            count += 1
+        kind = {nn.Linear: MixoutLinear, Conv1D: MixoutConv1D}.get(type(module))
+        weight: Any = getattr(module, "weight", None)
+        if kind is None or id(module) in head or not weight.requires_grad:
+            continue
+        module.__class__ = kind
+        object.__setattr__(module, "mixout_p", p)
+        object.__setattr__(module, "mixout_per_neuron", per_neuron)
+        object.__setattr__(module, "mixout_generator", generator)
+        module.register_buffer("mixout_target", weight.detach().clone(), persistent=False)
+        count += 1
     return count
 
 
@@ -112,7 +137,7 @@ class Mixout(Method[MixoutConfig]):
         per_neuron = self.config.mixout_mask == "neuron"
         self.layers = apply_mixout(model, self.config.mixout_p, per_neuron, self.generator)
         if self.layers == 0:
-            raise ConfigError("mixout: the model has no nn.Linear layers outside its head")
+            raise ConfigError("mixout: the model has no trainable linear layers outside its head")
         if not self.config.mixout_keep_dropout:
             disable_dropout(model)
 

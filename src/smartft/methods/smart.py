@@ -24,6 +24,7 @@ from smartft.teacher import (
     MeanTeacher,
     load_teacher,
     make_teacher,
+    own_bytes,
     save_teacher,
 )
 
@@ -120,7 +121,10 @@ class Smart(Method[SmartConfig]):
             self.teacher.update(model)
 
     def counters(self) -> dict[str, int]:
-        return {"smart_skipped_total": self.regularizer.skipped if self.regularizer else 0}
+        counts = {"smart_skipped_total": self.regularizer.skipped if self.regularizer else 0}
+        if self.teacher is not None:  # its own memory: all of the model, or a LoRA run's adapters
+            counts["teacher_own_bytes"] = own_bytes(self.teacher)
+        return counts
 
     def state_tensors(self) -> list[torch.Tensor]:
         return list(self.teacher.model.state_dict().values()) if self.teacher else []

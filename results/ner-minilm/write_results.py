@@ -1,0 +1,84 @@
+"""Writes results/ner-minilm.md: WNUT-17 entity F1 of plain fine-tuning, SMART and R3F on
+MiniLM-L6 (3 seeds; dev at the best epoch and that model's test score), from the finished runs
+of results/ner-minilm/sweep.yaml. Run from the repository root during or after the sweep:
+
+    .venv/bin/python results/ner-minilm/write_results.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from smartft.report import Record, collect, markdown, runs_table, summarize
+from smartft.sweep import build, expand, from_file, is_done
+
+ROOT = Path("results/ner-minilm")
+SWEEP = ROOT / "sweep.yaml"
+OUT = Path("results/ner-minilm.md")
+
+
+def on_split(records: list[Record], prefix: str) -> list[Record]:
+    """The runs' `{prefix}_f1` as their value (the report reads `eval_` by default)."""
+    out = []
+    for record in records:
+        results = json.loads((record.folder / "all_results.json").read_text(encoding="utf-8"))
+        value = results.get(f"{prefix}_f1")
+        out.append(replace(record, value=float("nan") if value is None else float(value)))
+    return out
+
+
+def main() -> None:
+    sweep = build(from_file(str(SWEEP)))
+    runs = expand(sweep)
+    finished = [r for r in runs if is_done(sweep.runs_dir / r.name)]
+    records = collect(sweep.runs_dir) if sweep.runs_dir.is_dir() else []
+    base = yaml.safe_load(SWEEP.read_text(encoding="utf-8"))["base"]
+    settings = ", ".join(f"`{k}: {v}`" for k, v in base.items() if k != "save_model")
+    lines = [
+        "# Token-level SMART on WNUT-17 named-entity recognition (all-MiniLM-L6-v2)",
+        "",
+        f"**Status: {len(finished)} of {len(runs)} runs finished.** The sweep resumes where it "
+        "stopped; this file is rewritten from the finished runs by "
+        "`.venv/bin/python results/ner-minilm/write_results.py`.",
+        "",
+        f"Settings, identical for every method: {settings}. SMART and R3F run at the library's "
+        "defaults; nothing is tuned, so neither dev nor test chooses anything. Metric: entity-"
+        "level F1 (exact span and type, micro-averaged; seqeval's default mode), dev at the best "
+        "end-of-epoch evaluation (`load_best_model_at_end`), and that same model's F1 on the test "
+        "set (`do_predict`). Every word is labelled through its first subword; the divergences "
+        "of SMART and R3F are per labelled token (docs/tagging.md).",
+        "",
+        f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, "
+        f"torch {torch.__version__}, Python {platform.python_version()}; one thread per run.",
+        "",
+        "```bash",
+        "PYTHONPATH=../ner-src/src .venv/bin/python -m smartft.cli sweep "
+        "--config results/ner-minilm/sweep.yaml",
+        ".venv/bin/python results/ner-minilm/write_results.py",
+        "```",
+        "",
+        "## Dev entity F1",
+        "",
+        markdown(summarize(on_split(records, "eval"))) if records else "No run has finished.",
+        "",
+        "## Test entity F1 (the model chosen on dev)",
+        "",
+        markdown(summarize(on_split(records, "test"))) if records else "No run has finished.",
+        "",
+        "## Every finished run",
+        "",
+        runs_table(records, Path("results")) if records else "None yet.",
+    ]
+    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
