@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from smartft import bench
 from smartft.errors import ConfigError
@@ -81,3 +82,18 @@ def test_engine_uses_fused_adamw_and_tunes_the_allocator_on_linux() -> None:
     optimizer = make_optimizer(torch.nn.Linear(3, 2), 1e-3, 0.01)
     assert optimizer.defaults["fused"] is True
     assert tune_cpu_allocator() is sys.platform.startswith("linux")
+
+
+def test_a_lora_variant_trains_the_adapters_and_head_only() -> None:
+    frozen = {}
+    for name in ("plain", "plain:peft=lora"):
+        model = bench.tiny_model()  # peft puts its adapters into this very model
+        batches = bench.make_batches(None, None, 4, 16, 1, int(model.config.vocab_size))
+        step = bench.smartft_step(model, bench.get_variant(name), 5, batches)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        step(batches[0])
+        frozen[name] = sum(
+            torch.equal(before[n], p) for n, p in model.named_parameters() if "lora_" not in n
+        )
+    assert frozen["plain"] == 0  # full fine-tuning moves every weight
+    assert frozen["plain:peft=lora"] > 0  # the base model stays as it was

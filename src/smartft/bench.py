@@ -167,6 +167,10 @@ def smartft_step(
     from smartft.step import train_step
 
     run = resolve({"method": variant.method, **variant.options}, yaml_name="bench variant")
+    if run.train.peft == "lora":  # e.g. smart:peft=lora;lora_target_modules=query,value
+        from smartft.modeling import with_lora
+
+        model = with_lora(model, run.train)
     method = get_method(variant.method)(run.methods)
     cuda = torch.cuda.is_available()  # on a GPU the bench times GPU steps
     precision = choose(run.train.bf16, run.train.fp16, None, cuda=cuda)
