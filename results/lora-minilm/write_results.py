@@ -1,0 +1,122 @@
+"""Writes results/lora-minilm.md: SMART on LoRA adapters against full fine-tuning (RTE and MRPC,
+3 seeds, MiniLM-L6), from the finished runs of results/lora-minilm/sweep.yaml, the GLUE study's
+full fine-tuning runs (plain and SMART, same seeds) and the side-by-side step-time and memory
+measurement in benchmarks/results/lora.json. Run from the repository root:
+
+    .venv/bin/python results/lora-minilm/write_results.py
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import yaml
+
+from smartft.report import collect_many, markdown, runs_table, summarize
+from smartft.sweep import build, expand, from_file, is_done
+
+ROOT = Path("results/lora-minilm")
+SWEEP = ROOT / "sweep.yaml"
+OUT = Path("results/lora-minilm.md")
+GLUE_RUNS = Path("results/glue-minilm/runs")
+FULL = [GLUE_RUNS / task / variant for task in ("rte", "mrpc") for variant in ("plain", "smart")]
+BENCH = Path("benchmarks/results/lora.json")
+NAMES = {
+    "plain": "full",
+    "smart": "full + SMART",
+    "plain:peft=lora": "LoRA",
+    "smart:peft=lora": "LoRA + SMART",
+}
+
+
+def cost_table() -> str:
+    """Step time and peak memory of each variant, as ratios to full fine-tuning's plain step."""
+    if not BENCH.is_file():
+        return "Not measured yet (`benchmarks/results/lora.json` is missing)."
+    result = json.loads(BENCH.read_text(encoding="utf-8"))["results"][0]
+    setting = result["setting"]
+    lines = [
+        f"{setting['model']}, real RTE batches of {setting['batch_size']} padded to "
+        f"{setting['seq_len']}, {setting['threads']} thread, {setting['repeats']} interleaved "
+        f"repetitions of {setting['steps']} steps (medians); peak memory in a fresh process "
+        "per variant (`smartft bench`):",
+        "",
+        "| variant | median step s | step time x full | peak RSS MB | peak x full | in-step "
+        "memory x full |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {NAMES.get(row['variant'], row['variant'])} | {row['median_s']:.3f} | "
+            f"{row['ratio_to_plain']:.2f} | {row['peak_rss_mb']:.0f} | "
+            f"{row['peak_ratio_to_plain']:.2f} | {row['step_memory_ratio_to_plain']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def teacher_memory() -> str:
+    """SMART's teacher: the bytes of the parameters it averages, full model against LoRA (it
+    shares the frozen base weights with the student)."""
+    from smartft.config import resolve
+    from smartft.data.tasks import get_task
+    from smartft.modeling import load_model, with_lora
+    from smartft.teacher import MeanTeacher, own_bytes
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # peft asks transformers' old name
+
+    base = yaml.safe_load(SWEEP.read_text(encoding="utf-8"))["base"]
+    lora = {k: v for k, v in base.items() if k.startswith(("peft", "lora_"))}
+    sizes = {}
+    for name, options in (("full", {}), ("LoRA", lora)):
+        model, _ = load_model(base["model_name_or_path"], get_task("rte"))
+        if options:
+            model = with_lora(model, resolve(options, yaml_name="lora").train)
+        sizes[name] = own_bytes(MeanTeacher(model))
+    return (
+        f"SMART's teacher averages {sizes['full'] / 2**20:.1f} MiB of parameters with full "
+        f"fine-tuning and {sizes['LoRA'] / 2**20:.2f} MiB with LoRA "
+        f"({sizes['full'] / sizes['LoRA']:.0f} x less; `all_results.json`: `teacher_own_bytes`)."
+    )
+
+
+def main() -> None:
+    sweep = build(from_file(str(SWEEP)))
+    runs = expand(sweep)
+    finished = [r for r in runs if is_done(sweep.runs_dir / r.name)]
+    folders = [f for f in (sweep.runs_dir, *FULL) if f.is_dir()]
+    records = collect_many(folders)
+    base = yaml.safe_load(SWEEP.read_text(encoding="utf-8"))["base"]
+    lines = [
+        "# SMART on LoRA adapters against full fine-tuning (all-MiniLM-L6-v2)",
+        "",
+        f"**Status: {len(finished)} of {len(runs)} LoRA runs finished.** Rewritten from the "
+        "runs by `.venv/bin/python results/lora-minilm/write_results.py`.",
+        "",
+        "LoRA runs: "
+        + ", ".join(f"`{k}: {v}`" for k, v in base.items() if k != "save_model")
+        + ". Full fine-tuning (`plain`, `smart`) is the GLUE study's runs: the same settings "
+        "but lr 5e-5 and every weight trained. Dev accuracy at the best epoch; differences are "
+        "paired by seed against full fine-tuning's plain run.",
+        "",
+        "## Cost, measured side by side",
+        "",
+        cost_table(),
+        "",
+        teacher_memory(),
+        "",
+        "## Dev accuracy",
+        "",
+        markdown(summarize(records)) if records else "No run has finished.",
+        "",
+        "## Every finished run",
+        "",
+        runs_table(records, Path("results")) if records else "None yet.",
+    ]
+    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
