@@ -278,3 +278,18 @@ def test_sub_grids_with_their_own_variants_and_seeds() -> None:
     ]  # the repeated rte/plain runs once
     with pytest.raises(ConfigError, match="unknown variant"):
         build({"grid": {"task_name": ["rte"], "variants": ["nope"]}}, runs_dir="r")
+
+
+def test_option_values_may_name_the_runs_own_task_seed_and_variant() -> None:
+    data = {
+        "base": {"data_dir": "d"},
+        "variants": {
+            "mt-ft": {"model_name_or_path": "runs/mt/{variant}/seed{seed}"},
+            "kd": {"teachers": "t/{task_name}/s11,t/{task_name}/s12"},
+        },
+        "grid": {"task_name": ["rte", "mrpc"], "seed": [1, 2]},
+    }
+    runs = {r.name: r.options for r in expand(build(data, runs_dir="r"))}
+    assert runs["mrpc/mt-ft/seed2"]["model_name_or_path"] == "runs/mt/mt-ft/seed2"
+    assert runs["rte/kd/seed1"]["teachers"] == "t/rte/s11,t/rte/s12"
+    assert runs["rte/kd/seed1"]["data_dir"] == "d"  # text without placeholders is kept

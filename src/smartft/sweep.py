@@ -132,6 +132,26 @@ def _folder_value(value: Any) -> str:
     return str(value).replace("/", "_")
 
 
+PLACEHOLDERS = ("{task_name}", "{seed}", "{variant}")
+
+
+def fill(options: dict[str, Any], variant: str) -> dict[str, Any]:
+    """Text values may name the run's own task, seed and variant: `{task_name}`, `{seed}`,
+    `{variant}` (e.g. each seed fine-tunes the multi-task model of the same seed)."""
+    values = {
+        "{task_name}": str(options.get("task_name", "")),
+        "{seed}": str(options.get("seed", 42)),
+        "{variant}": variant,
+    }
+    out = {}
+    for key, value in options.items():
+        if isinstance(value, str) and key != "task_name":
+            for placeholder in PLACEHOLDERS:
+                value = value.replace(placeholder, values[placeholder])
+        out[key] = value
+    return out
+
+
 def _expand_grid(sweep: Sweep, grid: dict[str, list[Any]]) -> list[Run]:
     chosen = grid.get("variants") or list(sweep.variants)
     keys = [k for k in grid if k != "variants"]
@@ -140,7 +160,7 @@ def _expand_grid(sweep: Sweep, grid: dict[str, list[Any]]) -> list[Run]:
     for values in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, values, strict=True))
         for variant in chosen:
-            merged = {**sweep.base, **sweep.variants[variant], **point}
+            merged = fill({**sweep.base, **sweep.variants[variant], **point}, variant)
             task, seed = merged.get("task_name"), merged.get("seed", 42)
             parts = [
                 _folder_value(task),
