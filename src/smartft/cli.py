@@ -319,6 +319,8 @@ def _tasks(args: argparse.Namespace) -> int:
 
     for name, spec in TASKS.items():
         kind = "regression" if spec.is_regression else f"{spec.num_labels} classes"
+        if spec.tagging:
+            kind = f"{spec.num_labels} tags"
         print(f"{name:16s} {spec.folder:24s} {kind:12s} {', '.join(spec.metrics)}")
     return 0
 
