@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The SMART study (issue 19) on the GPU machine, many sweeps at once. Run HERE first:
+#   bash scripts/gpu/prepare.sh          (MiniLM in float16 and the four GLUE folders into .gpu/)
+# then through the device tool:
+#   run(command="bash scripts/gpu/smart_study.sh", carry=[".gpu"], timeout_s=590)
+# and back here (first stop the CPU sweeps of the same grid, so no run is written twice):
+#   tar xzf FILES_AT/smart-study-runs.tar.gz && bash results/commit_finished.sh \
+#     results/smart-study/selection results/smart-study/final
+# It runs the checkout's src/, not the frozen worktree the CPU runs use: tests/golden/losses.json
+# pins plain's and SMART's losses to the frozen commit's, so the two compute the same thing.
+# 1. the selection grid (selection-a.yaml, selection-b.yaml), one sweep per task x learning rate x
+#    epochs (8 at a time per half, 16 in all; finished runs, the committed ones included, are skipped);
+# 2. choose_settings.py writes final.yaml once the selection is complete;
+# 3. the final grid, one sweep per task x seed, until the time runs out (a run cut off is
+#    cleared and started again by the next sweep; only finished runs are committed).
+# The runs load MiniLM saved in float16 (the 64 MiB carry limit) into float32 weights: a start
+# within float16 rounding (~5e-4 relative) of the CPU runs', recorded in each run's config.yaml.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONPATH=src OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
+BUDGET=${BUDGET:-540}  # seconds for the whole script, inside the device call's limit
+start=$(date +%s)
+left() { echo $(( BUDGET - ($(date +%s) - start) )); }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+common=(--set data_dir=.gpu/glue --set model_name_or_path=.gpu/minilm ${SWEEP_FLAGS:-})  # SWEEP_FLAGS=--dry_run: a rehearsal
+
+shards() {  # $1: sweep file, then the --tasks / --grid / --seeds arguments of each shard, one per line
+  local config=$1; shift
+  printf '%s\n' "$@" | xargs -P 8 -I{} bash -c \
+    "timeout $(left) python3 -m smartft.cli sweep --config $config ${common[*]} {} \
+       >> \"$OUT/sweeps.log\" 2>&1 || true"
+}
+
+selection=()
+for lr in 5e-5 1e-4; do for epochs in 3 6; do
+  selection+=("--tasks rte --grid learning_rate=$lr --grid num_train_epochs=$epochs")
+done; done
+shards results/smart-study/selection-a.yaml "${selection[@]}" "${selection[@]//rte/mrpc}" &
+shards results/smart-study/selection-b.yaml "${selection[@]//rte/stsb}" "${selection[@]//rte/cola}" &
+wait
+python3 results/smart-study/choose_settings.py | tee "$OUT/choose.log"
+if [ -f results/smart-study/final.yaml ] && [ "$(left)" -gt 60 ]; then
+  final=()
+  for task in rte mrpc stsb cola; do for seed in 1 2 3 4 5; do
+    final+=("--tasks $task --seeds $seed")
+  done; done
+  shards results/smart-study/final.yaml "${final[@]}"
+fi
+tar czf "$OUT/smart-study-runs.tar.gz" results/smart-study/selection results/smart-study/final \
+  results/smart-study/selected.md $( [ -f results/smart-study/final.yaml ] && echo results/smart-study/final.yaml ) \
+  2>/dev/null
+find results/smart-study/selection results/smart-study/final -name all_results.json 2>/dev/null \
+  | wc -l | sed 's/^/finished selection and final runs: /'
