@@ -21,4 +21,6 @@ done
   --implementation cp --platform manylinux2014_x86_64 -d .gpu/whl \
   pytest==8.3.5 pluggy==1.5.0 iniconfig==2.0.0 hypothesis==6.131.0 sortedcontainers==2.4.0 \
   attrs==25.3.0 2>&1 | grep -v "is ignored" || true
+# the SMART study's code, frozen where its CPU runs are (scripts/gpu/smart_study.sh runs it)
+mkdir -p .gpu/study-src && git archive 857661d src | tar -x -C .gpu/study-src
 du -sh .gpu

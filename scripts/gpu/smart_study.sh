@@ -6,8 +6,7 @@
 # and back here (first stop the CPU sweeps of the same grid, so no run is written twice):
 #   tar xzf FILES_AT/smart-study-runs.tar.gz && bash results/commit_finished.sh \
 #     results/smart-study/selection results/smart-study/final
-# It runs the checkout's src/, not the frozen worktree the CPU runs use: tests/golden/losses.json
-# pins plain's and SMART's losses to the frozen commit's, so the two compute the same thing.
+# The runs use the code the CPU runs use, frozen at 857661d (prepare.sh puts it in .gpu/study-src).
 # 1. the selection grid (selection-a.yaml, selection-b.yaml), one sweep per task x learning rate x
 #    epochs (8 at a time per half, 16 in all; finished runs, the committed ones included, are skipped);
 # 2. choose_settings.py writes final.yaml once the selection is complete;
@@ -17,7 +16,8 @@
 # within float16 rounding (~5e-4 relative) of the CPU runs', recorded in each run's config.yaml.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export PYTHONPATH=src OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+export PYTHONPATH=.gpu/study-src/src OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+[ -d .gpu/study-src/src ] || { echo "run scripts/gpu/prepare.sh first" >&2; exit 2; }
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 BUDGET=${BUDGET:-540}  # seconds for the whole script, inside the device call's limit
 start=$(date +%s)
