@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import SMART_FLAGS, write_stsb
+from .test_tagging import write_wnut
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -32,7 +33,7 @@ def no_dropout_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) 
 
 
 def launch(
-    processes: int, model: str, data: Path, out: Path, batch: int, *extra: str
+    processes: int, model: str, data: Path, out: Path, batch: int, *extra: str, task: str = "stsb"
 ) -> dict[str, object]:
     args = [
         "-m",
@@ -41,7 +42,7 @@ def launch(
         "--model_name_or_path",
         model,
         "--task_name",
-        "stsb",
+        task,
         "--data_dir",
         str(data),
         "--output_dir",
@@ -99,6 +100,21 @@ def test_two_processes_match_one_and_agree(no_dropout_model: str, tmp_path: Path
     model_sums, _ = zip(*double["replica_checksums"], strict=True)  # type: ignore[arg-type]
     assert len(set(model_sums)) == 1
     assert len({tuple(row) for row in double["replica_checksums"]}) == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
+def test_tagging_evaluation_gathers_every_sentence_once(
+    no_dropout_model: str, tmp_path: Path
+) -> None:
+    # sentences hold different numbers of tokens, and 13 dev sentences split unevenly over
+    # 2 processes x batches of 4: a duplicate or a lost sentence would change the scores
+    data = write_wnut(tmp_path / "ner", dev=13)
+    longer = ("--num_train_epochs", "15", "--learning_rate", "5e-3")  # until it finds entities
+    single = launch(1, no_dropout_model, data, tmp_path / "one", 8, *longer, task="wnut17")
+    double = launch(2, no_dropout_model, data, tmp_path / "two", 4, *longer, task="wnut17")
+    assert float(single["eval_f1"]) > 0  # type: ignore[arg-type]
+    for key in ("eval_f1", "eval_precision", "eval_recall", "eval_accuracy"):
+        assert float(single[key]) == pytest.approx(float(double[key]), abs=1e-6), key  # type: ignore[arg-type]
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")

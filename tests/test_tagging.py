@@ -224,7 +224,7 @@ def test_smarts_teacher_keeps_the_tagging_hooks() -> None:
 # ----------------------------------------------------------------------------- end to end
 
 
-def write_wnut(root: Path, seed: int = 0) -> Path:
+def write_wnut(root: Path, seed: int = 0, dev: int = 12) -> Path:
     """A WNUT17 folder with the real file names: words from the tiny vocabulary, tagged."""
     rng = random.Random(seed)
     folder = root / "WNUT17"
@@ -242,7 +242,7 @@ def write_wnut(root: Path, seed: int = 0) -> Path:
         return "".join(out)
 
     write(folder / "wnut17train.conll", sentences(40, ["\n", "\t\n"]))
-    write(folder / "emerging.dev.conll", sentences(12, ["\n"]))
+    write(folder / "emerging.dev.conll", sentences(dev, ["\n"]))
     write(folder / "emerging.test.annotated", sentences(8, ["\n"]))
     return root
 
