@@ -107,6 +107,9 @@ def test_first_subword_of_each_word_carries_its_tag(tiny_model: str) -> None:
     batch = Collator(0, False)([cut[0], features[0]])
     assert batch["labels"].tolist() == [0, 3, 0, 3, 4]  # labelled tokens, in reading order
     assert batch["token_mask"].tolist() == [[0, 1, 1, 0, 0, 0], [0, 1, 1, 0, 1, 0]]
+    # a batch whose words all tokenized to nothing still has integer (empty) tags
+    empty = {"input_ids": [2, 3], "attention_mask": [1, 1], "token_mask": [0, 0], "labels": []}
+    assert Collator(0, False)([empty])["labels"].dtype == torch.long
 
 
 def test_words_the_model_never_saw_count_as_missed() -> None:
@@ -325,3 +328,20 @@ def test_what_tagging_cannot_do_is_refused(
     write_rte(data / "RTE")
     code, _, err = cli(ner_args(tiny_model, data, tmp_path / "run", *flags), capsys)
     assert code == 2 and message in err
+
+
+def test_byte_level_tokenizers_see_each_word_after_a_space(tmp_path: Path) -> None:
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    from smartft.modeling import load_tokenizer
+
+    trained = ByteLevelBPETokenizer()
+    trained.train_from_iterator([" ".join(WORDS)] * 20, vocab_size=400, min_frequency=1)
+    trained.save(str(tmp_path / "tokenizer.json"))
+    RobertaTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json")).save_pretrained(tmp_path)
+    for words, starts in ((False, "d"), (True, "Ġd")):  # Ġ: the byte-level mark of a space
+        tokenizer = load_tokenizer(tmp_path, words=words)
+        encoded = tokenizer([["the", "dog"]], is_split_into_words=True)
+        pieces = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+        assert pieces[encoded.word_ids(0).index(1)].startswith(starts)

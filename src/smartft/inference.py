@@ -80,7 +80,7 @@ def load_for_inference(cfg: TrainConfig, allow_label_mismatch: bool = False) -> 
         spec = with_metrics(spec, labels_from_model(model))
     else:
         check_labels(path, model, spec, allow_label_mismatch)
-    tokenizer = load_tokenizer(path, cfg.trust_remote_code)
+    tokenizer = load_tokenizer(path, cfg.trust_remote_code, words=spec.tagging)
     set_padding(model, tokenizer)
     if spec.tagging:
         label_tokens(model)

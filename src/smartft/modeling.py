@@ -66,13 +66,22 @@ def quiet_transformers() -> None:
     transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(path: Path, trust_remote_code: bool = False, words: bool = False) -> Any:
+    """The model's tokenizer. `words` (a tagging task, whose input is split into words): a
+    byte-level BPE tokenizer (RoBERTa, GPT-2) marks each word as following a space, as running
+    text would; without it every word is split as if glued to the one before."""
     from transformers import AutoTokenizer
 
-    try:
+    def load(**extra: Any) -> Any:
         return AutoTokenizer.from_pretrained(
-            path, local_files_only=True, trust_remote_code=trust_remote_code
+            path, local_files_only=True, trust_remote_code=trust_remote_code, **extra
         )
+
+    try:
+        tokenizer = load()
+        if words and getattr(tokenizer, "add_prefix_space", None) is False:
+            tokenizer = load(add_prefix_space=True)
+        return tokenizer
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load a tokenizer from {path}: {err}") from None
 
@@ -87,7 +96,7 @@ def load_model(
 
     quiet_transformers()
     path = resolve_model_path(name)
-    tokenizer = load_tokenizer(path, trust_remote_code)
+    tokenizer = load_tokenizer(path, trust_remote_code, words=spec.tagging)
     id2label = spec.id2label()
     auto: Any = (
         AutoModelForTokenClassification if spec.tagging else AutoModelForSequenceClassification

@@ -362,7 +362,8 @@ class Collator:
                 [item[key] + [fill] * (width - len(item[key])) for item in items], dtype=torch.long
             )
         if "labels" in items[0] and isinstance(items[0]["labels"], list):  # tags, flat
-            batch["labels"] = torch.tensor([t for item in items for t in item["labels"]])
+            tags = [t for item in items for t in item["labels"]]
+            batch["labels"] = torch.tensor(tags, dtype=torch.long)
         elif "labels" in items[0]:
             dtype = torch.float32 if self.regression else torch.long
             batch["labels"] = torch.tensor([item["labels"] for item in items], dtype=dtype)
