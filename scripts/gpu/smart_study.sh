@@ -5,10 +5,11 @@
 #   run(command="bash scripts/gpu/smart_study.sh", carry=[".gpu"], timeout_s=590)
 # and back here (first stop the CPU sweeps of the same grid, so no run is written twice):
 #   tar xzf FILES_AT/smart-study-runs.tar.gz && bash results/commit_finished.sh \
-#     results/smart-study/selection results/smart-study/final
+#     results/smart-study/selection results/smart-study/final results/smart-study/radius
 # The runs use the code the CPU runs use, frozen at 857661d (prepare.sh puts it in .gpu/study-src).
 # 1. the selection grid (selection-a.yaml, selection-b.yaml), one sweep per task x learning rate x
 #    epochs (8 at a time per half, 16 in all; finished runs, the committed ones included, are skipped);
+#    and the radius grid (radius.yaml) beside it;
 # 2. choose_settings.py writes final.yaml once the selection is complete;
 # 3. the final grid, one sweep per task x seed, until the time runs out (a run cut off is
 #    cleared and started again by the next sweep; only finished runs are committed).
@@ -38,6 +39,7 @@ for lr in 5e-5 1e-4; do for epochs in 3 6; do
 done; done
 shards results/smart-study/selection-a.yaml "${selection[@]}" "${selection[@]//rte/mrpc}" &
 shards results/smart-study/selection-b.yaml "${selection[@]//rte/stsb}" "${selection[@]//rte/cola}" &
+shards results/smart-study/radius.yaml "--tasks cola" "--tasks rte" &
 wait
 python3 results/smart-study/choose_settings.py | tee "$OUT/choose.log"
 if [ -f results/smart-study/final.yaml ] && [ "$(left)" -gt 60 ]; then
@@ -48,6 +50,7 @@ if [ -f results/smart-study/final.yaml ] && [ "$(left)" -gt 60 ]; then
   shards results/smart-study/final.yaml "${final[@]}"
 fi
 tar czf "$OUT/smart-study-runs.tar.gz" results/smart-study/selection results/smart-study/final \
+  results/smart-study/radius \
   results/smart-study/selected.md $( [ -f results/smart-study/final.yaml ] && echo results/smart-study/final.yaml ) \
   2>/dev/null
 find results/smart-study/selection results/smart-study/final -name all_results.json 2>/dev/null \
