@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -76,11 +75,10 @@ def score(
     outputs: NDArray[np.float64],
     labels: NDArray[np.float64],
     layout: TagLayout | None = None,
-    gold_tags: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, float]:
     """The task's metrics; a tagging task's are over whole sentences (`layout` places each
-    output in its sentence, `gold_tags` are the sentences' full tag lists)."""
+    output in its sentence and holds the sentences' gold tags)."""
     if spec.tagging:
-        assert layout is not None and gold_tags is not None and spec.labels is not None
-        return score_tags(outputs, layout, gold_tags, spec.labels)
+        assert layout is not None and spec.labels is not None
+        return score_tags(outputs, layout, spec.labels)
     return compute_metrics(spec.metrics, to_predictions(outputs, spec.is_regression), labels)

@@ -20,7 +20,7 @@ from smartft.data.sources import data_dir, resolve_task, with_metrics
 from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
 from smartft.evaluation import predict_outputs, score, to_predictions
-from smartft.modeling import input_names, labels_from_model, set_padding
+from smartft.modeling import input_names, labels_from_model, model_class, set_padding
 from smartft.precision import Precision
 from smartft.runtime import make_accelerator
 from smartft.tagging import TagLayout, label_tokens, write_conll
@@ -65,7 +65,7 @@ def load_for_inference(cfg: TrainConfig, allow_label_mismatch: bool = False) -> 
     quiet_transformers()
     path = resolve_model_path(cfg.model_name_or_path, adapters=True)
     adapters = (path / "adapter_config.json").is_file()
-    loader = model_class(spec, adapters)
+    loader = model_class(spec.tagging, adapters)
     try:
         model = loader.from_pretrained(
             path,
@@ -86,26 +86,6 @@ def load_for_inference(cfg: TrainConfig, allow_label_mismatch: bool = False) -> 
         label_tokens(model)
     model = accelerator.prepare(model)
     return SavedModel(spec, cfg, accelerator, precision, model, tokenizer)
-
-
-def model_class(spec: TaskSpec, adapters: bool) -> Any:
-    """The Auto class that loads a saved model for this task (with peft for a LoRA run's
-    adapters, which it loads onto the base model they name)."""
-    if adapters:
-        import peft
-
-        return (
-            peft.AutoPeftModelForTokenClassification
-            if spec.tagging
-            else peft.AutoPeftModelForSequenceClassification
-        )
-    import transformers
-
-    return (
-        transformers.AutoModelForTokenClassification
-        if spec.tagging
-        else transformers.AutoModelForSequenceClassification
-    )
 
 
 def head_size(path: Path) -> dict[str, Any]:
@@ -155,7 +135,7 @@ def evaluate(
         "task": spec.name,
         "split": split,
         "examples": len(examples),
-        **score(spec, outputs, labels, saved.layout, examples.tags),
+        **score(spec, outputs, labels, saved.layout),
     }
 
 

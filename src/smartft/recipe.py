@@ -45,7 +45,7 @@ from smartft.output import (
 from smartft.precision import recorded_warnings
 from smartft.runtime import make_accelerator, mean_over_processes, replica_checksums, say
 from smartft.step import StepOutput, train_step
-from smartft.tagging import TagLayout
+from smartft.tagging import TagLayout, label_tokens
 
 Batch = dict[str, torch.Tensor]
 
@@ -95,6 +95,8 @@ class FineTuneRecipe:
         self.inputs = input_names(model)
         if cfg.peft == "lora":
             model = with_lora(model, cfg, spec.tagging)
+        if spec.tagging:  # on the model the loop calls, around peft's wrapper if there is one
+            label_tokens(model)
         self.collator = Collator(self.tokenizer.pad_token_id or 0, spec.is_regression)
         self.features = tokenize(
             self.data.train, self.tokenizer, cfg.max_seq_length, spec.is_regression, self.inputs
@@ -437,20 +439,18 @@ class FineTuneRecipe:
         return sum(step > loop.improved_at for step in loop.evaluated_at) >= patience
 
     def dev_metrics(self) -> dict[str, float]:
-        outputs, labels = predict_outputs(
-            self.model, self.eval_loader, self.accelerator, self.show, self.precision
-        )
-        assert labels is not None and self.data.eval is not None
-        return score(self.spec, outputs, labels, self.eval_layout, self.data.eval.tags)
+        return self.scores(self.eval_loader, self.eval_layout)
 
     def test_metrics(self, examples: Examples) -> dict[str, float]:
         """--do_predict: the final model's scores on the labelled test split."""
-        loader, layout = self.loader_for(examples)
+        return self.scores(*self.loader_for(examples))
+
+    def scores(self, loader: Any, layout: TagLayout | None) -> dict[str, float]:
         outputs, labels = predict_outputs(
             self.model, loader, self.accelerator, self.show, self.precision
         )
         assert labels is not None
-        return score(self.spec, outputs, labels, layout, examples.tags)
+        return score(self.spec, outputs, labels, layout)
 
     def current_weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.unwrapped.state_dict().items()}

@@ -129,10 +129,11 @@ def tag_metrics(
 class TagLayout:
     """Where a split's labelled tokens sit: for each sentence, the index of the word each model
     output belongs to (words cut by --max_seq_length, or that tokenize to nothing, have none and
-    are predicted "O"), and the sentence's length in words."""
+    are predicted "O"), the sentence's length in words, and its gold tag ids (None unlabelled)."""
 
     positions: list[list[int]]
     lengths: list[int]
+    gold: list[list[int]] | None = None
 
     def sentences(self, ids: NDArray[np.int64], labels: Sequence[str]) -> list[list[str]]:
         """Flat per-token predictions (class ids) back to one tag list per sentence."""
@@ -150,15 +151,14 @@ class TagLayout:
 
 
 def score_tags(
-    outputs: NDArray[np.float64],
-    layout: TagLayout,
-    gold: Sequence[Sequence[int]],
-    labels: Sequence[str],
+    outputs: NDArray[np.float64], layout: TagLayout, labels: Sequence[str]
 ) -> dict[str, float]:
-    """Entity metrics of a split from the model's per-token outputs; gold tags are whole
-    sentences, so an entity the model never saw (cut by truncation) counts as missed."""
+    """Entity metrics of a split from the model's per-token outputs; the layout's gold tags are
+    whole sentences, so an entity the model never saw (cut by truncation) counts as missed."""
+    if layout.gold is None:
+        raise ValueError("scoring needs the sentences' gold tags")
     predicted = layout.sentences(outputs.argmax(-1), labels)
-    truth = [[labels[t] for t in sentence] for sentence in gold]
+    truth = [[labels[t] for t in sentence] for sentence in layout.gold]
     return tag_metrics(truth, predicted)
 
 

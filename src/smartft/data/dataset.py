@@ -335,7 +335,7 @@ def tokenize_words(
         positions.append(words)
     encodings = {k: encoded[k] for k in keys if k in encoded}
     encodings[TOKEN_MASK] = masks
-    layout = TagLayout(positions, [len(words) for words in examples.texts])
+    layout = TagLayout(positions, [len(words) for words in examples.texts], examples.tags)
     labels = None
     if examples.tags is not None:
         labels = [
