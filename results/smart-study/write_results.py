@@ -1,0 +1,277 @@
+"""Writes results/smart-study.md, the SMART study's results file (issue 19), from its committed
+runs: the protocol, the pilot (which short-run options), phase 1 (every method's settings chosen
+on held-out training data), the radius grid, and phase 2 (5 seeds on dev at the chosen settings,
+the ablation, the low-resource rows) with medians, spread, paired differences to plain, the
+verdict on SMART's defaults, plots, and every run with its cost. Parts not run yet say so. Run
+from the repository root, during or after the study:
+
+    .venv/bin/python results/smart-study/write_results.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import yaml
+from choose_settings import GRID, TASKS, choose, selected_table
+
+from smartft.report import Cell, Record, collect, markdown, plot, runs_table, summarize, verdict
+from smartft.sweep import build, expand, from_file, is_done
+
+ROOT = Path("results/smart-study")
+OUT = Path("results/smart-study.md")
+PLOTS = ROOT / "plots"
+LOW_RESOURCE = "low-resource"  # the setting of the rows with 10 % of train, 300 updates
+ABLATION = ("smart-rs-only", "smart-bregman-only", "smart-fast")
+
+
+def progress(config: Path) -> str:
+    """ "k of n runs" for one sweep file ("not written yet" before choose_settings.py makes it)."""
+    if not config.is_file():
+        return "not written yet (choose_settings.py writes it once phase 1 is complete)"
+    sweep = build(from_file(str(config)))
+    runs = expand(sweep)
+    done = sum(is_done(sweep.runs_dir / run.name) for run in runs)
+    return f"{done} of {len(runs)} runs finished"
+
+
+def records_of(folder: Path) -> list[Record]:
+    return collect(folder) if folder.is_dir() else []
+
+
+def end_loss(record: Record, tail: float = 0.1) -> float:
+    """Mean task loss over the last `tail` of the logged updates: how far each run fitted the
+    training data (the issue's first finding: SMART ended every short run higher than plain)."""
+    events = [
+        json.loads(line)
+        for line in (record.folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    losses = [e["task_loss"] for e in events if e["event"] == "train" and "task_loss" in e]
+    if not losses:
+        return math.nan
+    return statistics.fmean(losses[-max(1, round(tail * len(losses))) :])
+
+
+def last_logged(record: Record, key: str) -> float:
+    """The mean of `key` over the last tenth of the train events (e.g. SMART's R_s)."""
+    values = [
+        e[key]
+        for e in (
+            json.loads(line)
+            for line in (record.folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        )
+        if e["event"] == "train" and key in e
+    ]
+    return statistics.fmean(values[-max(1, len(values) // 10) :]) if values else math.nan
+
+
+def single_seed_table(records: list[Record], note: dict[str, str]) -> str:
+    """One row per (task, variant) of a one-seed grid: held-out score, end-of-run task loss, the
+    SMART regularizer's size at the end, and the run's wall time."""
+    rows = [
+        "| task | variant | held-out score | task loss, last 10 % | R_s, last 10 % | run time |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(records, key=lambda r: (r.task, r.variant)):
+        rs = last_logged(r, "smart_rs")
+        rows.append(
+            f"| {r.task} | {r.variant}{note.get(r.variant, '')} | {r.metric} {r.value:.4f} | "
+            f"{end_loss(r):.3f} | {'–' if math.isnan(rs) else f'{rs:.2e}'} | "
+            f"{r.runtime_s / 60:.0f} min |"
+        )
+    return "\n".join(rows)
+
+
+def fit_table(records: list[Record]) -> str:
+    """Median over seeds of each run's end-of-training task loss, per task and method."""
+    variants = sorted({r.variant for r in records})
+    rows = ["| task | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    for task in TASKS:
+        cells = []
+        for variant in variants:
+            losses = [end_loss(r) for r in records if r.task == task and r.variant == variant]
+            cells.append(f"{statistics.median(losses):.3f}" if losses else "–")
+        rows.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def final_records() -> list[Record]:
+    """Phase 2's runs keyed for pairing: the chosen learning rate, epochs and lambda differ
+    between methods, so they leave the setting; the low-resource rows keep a setting of their
+    own."""
+    out = []
+    for record in records_of(ROOT / "final"):
+        setting = LOW_RESOURCE if "train_fraction" in record.setting else ""
+        out.append(replace(record, setting=setting))
+    return out
+
+
+def defaults_verdict(cells: list[Cell]) -> list[str]:
+    """The issue's bar for SMART's defaults: never worse than plain beyond the paired interval
+    on any of the four tasks, better on at least two."""
+    smart = {c.task: c for c in cells if c.variant == "smart" and not c.setting}
+    if any(t not in smart or smart[t].paired_seeds < 5 for t in TASKS):
+        return ["Not decidable yet: every task needs 5 paired seeds of plain and SMART."]
+    verdicts = {t: verdict(smart[t]) for t in TASKS}
+    worse = [t for t, v in verdicts.items() if v == "worse"]
+    better = [t for t, v in verdicts.items() if v == "better"]
+    met = not worse and len(better) >= 2
+    return [
+        "Per task: " + ", ".join(f"{t} {v}" for t, v in verdicts.items()) + ".",
+        "",
+        f"**The bar {'is met' if met else 'is not met'}** (never worse on any task: "
+        f"{'yes' if not worse else 'no, ' + ', '.join(worse)}; better on at least two: "
+        f"{len(better)} of 4).",
+    ]
+
+
+def phase2(records: list[Record]) -> list[str]:
+    if not records:
+        return ["## Phase 2: dev, 5 seeds at the chosen settings", "", "No run has finished yet."]
+    cells = summarize(records)
+    main = [c for c in cells if not c.setting]
+    versus_smart = summarize(
+        [r for r in records if not r.setting and r.variant != "plain"], baseline="smart"
+    )
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    images = plot(records, cells, PLOTS)
+    return [
+        "## Phase 2: SMART's defaults against plain (dev, 5 seeds)",
+        "",
+        *defaults_verdict(cells),
+        "",
+        "## Phase 2: every method against plain (paired by seed)",
+        "",
+        markdown(main),
+        "## Phase 2: the ablation against full SMART (paired by seed)",
+        "",
+        markdown([c for c in versus_smart if c.variant in ABLATION], baseline="smart"),
+        "## Phase 2: low-resource rows (10 % of the training set, 300 updates)",
+        "",
+        markdown([c for c in cells if c.setting == LOW_RESOURCE]),
+        "## Phase 2: how far each method fitted the training data",
+        "",
+        "Mean task loss over the last 10 % of the logged updates, median over seeds:",
+        "",
+        fit_table([r for r in records if not r.setting]),
+        "",
+        "Plots (seeds per method; training loss and dev curves): "
+        + ", ".join(f"`{p}`" for p in images),
+    ]
+
+
+def main() -> None:
+    selection = records_of(ROOT / "selection")
+    chosen = choose(selection) if selection else {}
+    base = yaml.safe_load((ROOT / "selection-a.yaml").read_text(encoding="utf-8"))["base"]
+    settings = ", ".join(f"`{k}: {v}`" for k, v in base.items() if k != "save_model")
+    complete = all(
+        sum(r.task == t and r.variant == v for r in selection) >= n
+        for t in TASKS
+        for v, n in GRID.items()
+    )
+    final = final_records()
+    lines = [
+        "# The SMART study: SMART against plain fine-tuning, settings chosen fairly (MiniLM-L6)",
+        "",
+        "This file is rewritten from the committed runs by "
+        "`.venv/bin/python results/smart-study/write_results.py`; no figure in it is typed by "
+        "hand. Status:",
+        "",
+        f"- pilot (`pilot.yaml`): {progress(ROOT / 'pilot.yaml')}",
+        f"- phase 1, selection (`selection-a.yaml`, `selection-b.yaml`): "
+        f"{progress(ROOT / 'selection-a.yaml')} and {progress(ROOT / 'selection-b.yaml')}",
+        f"- the radius grid (`radius.yaml`): {progress(ROOT / 'radius.yaml')}",
+        f"- phase 2, dev (`final.yaml`): {progress(ROOT / 'final.yaml')}",
+        "",
+        "## Protocol",
+        "",
+        "1. **Selection on training data only.** Each run holds out 10 % of the task's training "
+        "set (`holdout_fraction: 0.1`), trains on the rest and is scored on the held-out part; "
+        "dev is not read. Every method gets the same grid: learning rate {5e-5, 1e-4} × epochs "
+        "{3, 6}; SMART also λ_s ∈ {1, 3}, seed 1. The best held-out score wins, a tie goes to "
+        "the cheaper setting (`choose_settings.py`, which also writes `selected.md`).",
+        "2. **Dev, once, 5 seeds** at each method's chosen settings on RTE, MRPC, STS-B and CoLA "
+        "(`final.yaml`, written from phase 1). Reported: median, mean, std, min/max, and the "
+        "paired (same-seed) difference to plain with its 95 % bootstrap interval; `better` or "
+        "`worse` when the interval excludes 0, `tie` otherwise.",
+        "3. **The ablation** at SMART's chosen settings, the same 5 seeds: R_s only "
+        "(`bregman_mu 0`), the Bregman teacher only (`smart_lambda 0`), both, and the fast mode "
+        "(each term on a random quarter of the batch).",
+        "4. **Low-resource rows**: 10 % of the training set and a budget counted in updates "
+        "(300), not epochs, at each method's chosen learning rate.",
+        "",
+        f"Fixed for every run: {settings}. SMART here is the short-run recipe the pilot chose "
+        "(`configs/smart-short.yaml`): the teacher starts after the warm-up's 10 % (a copy of "
+        "the student until then, not the random head), averages about the last 10 % of the run "
+        "(`bregman_horizon 0.1`) and is compared with the student under the student's dropout "
+        "masks (`bregman_dropout replay`); R_s keeps the paper's ball of 1e-5.",
+        "",
+        f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, "
+        f"torch {torch.__version__}, Python {platform.python_version()}; one thread per run, "
+        "two or three runs side by side, so wall times are comparable only within a phase.",
+        "",
+        "```bash",
+        "git worktree add ../study-src 857661d   # the code every run of the study uses",
+        "PYTHONPATH=../study-src/src .venv/bin/python -m smartft.cli sweep "
+        "--config results/smart-study/selection-a.yaml   # and selection-b.yaml beside it",
+        ".venv/bin/python results/smart-study/choose_settings.py   # selected.md; final.yaml",
+        "PYTHONPATH=../study-src/src .venv/bin/python -m smartft.cli sweep "
+        "--config results/smart-study/final.yaml",
+        ".venv/bin/python results/smart-study/write_results.py",
+        "```",
+        "",
+        "## Pilot: which short-run options (CoLA, held-out 10 %, seed 1)",
+        "",
+        "`smart-paper` is the paper's SMART (β 0.99 then 0.999, teacher from the first update, "
+        "independent dropout); `smart-teacher` the short-run teacher above; `smart-full` adds "
+        "replayed dropout masks in R_s and a radius relative to each token's embedding norm "
+        "(0.05).",
+        "",
+        single_seed_table(records_of(ROOT / "pilot"), {}),
+        "",
+        "## Phase 1: settings chosen on held-out training data",
+        "",
+        (
+            ""
+            if complete
+            else "**Incomplete**: the choices below are among the finished runs "
+            "only, and phase 2 waits for all of them. "
+        ),
+        "",
+        selected_table(selection, chosen) if selection else "No selection run has finished.",
+        "",
+        "## The radius (CoLA and RTE, held-out 10 %, seed 1)",
+        "",
+        "The short-run teacher, R_s under the clean pass's dropout masks; the ball radii and the "
+        "per-token relative radius (`smart_projection relative`) of `radius.yaml`.",
+        "",
+        single_seed_table(records_of(ROOT / "radius"), {})
+        if records_of(ROOT / "radius")
+        else "No radius run has finished yet.",
+        "",
+        *phase2(final),
+        "",
+        "## Every finished run",
+        "",
+        runs_table(
+            records_of(ROOT / "pilot")
+            + selection
+            + records_of(ROOT / "radius")
+            + records_of(ROOT / "final"),
+            ROOT,
+        ),
+    ]
+    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
