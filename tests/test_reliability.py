@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from smartft.checkpoint import COMPLETE, complete_checkpoints
+from smartft.methods import METHODS
 
 from .conftest import SMART_FLAGS, train_args
 from .test_engine import cli, events
@@ -299,7 +300,12 @@ RESUME_FLAGS = {
     "l2sp": ["--weight_decay", "0"],
     "lnsr": ["--lnsr_layer", "1"],
     "dps": ["--dps_stage_ratio", "0.2"],
+    "neftune": ["--neftune_alpha", "5"],  # its noise comes from the restored random stream
 }
+
+
+def test_the_resume_test_covers_every_registered_method() -> None:
+    assert set(RESUME_FLAGS) == set(METHODS)
 
 
 @pytest.mark.parametrize("method", sorted(RESUME_FLAGS))
