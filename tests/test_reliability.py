@@ -20,6 +20,7 @@ from smartft.methods import METHODS
 
 from .conftest import SMART_FLAGS, train_args
 from .test_engine import cli, events
+from .test_tagging import write_wnut
 
 SMART = [
     *SMART_FLAGS,
@@ -50,7 +51,8 @@ def run_train(
 
 def same_run(a: Path, b: Path) -> None:
     """Identical weights, identical events (but timings), identical final metrics."""
-    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    name = "adapter_model.safetensors" if (a / "adapter_model.safetensors").is_file() else ""
+    wa, wb = (load_file(p / (name or "model.safetensors")) for p in (a, b))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     strip = [
         [{k: v for k, v in e.items() if k != "step_time_s"} for e in events(p)] for p in (a, b)
@@ -321,6 +323,33 @@ def test_every_method_resumes_exactly(
     assert done.returncode == 0, done.stderr
     killed = tmp_path / "killed"
     args = train_args(tiny_model, glue_dir, killed, *common)
+    assert run_train(args, kill_at="update:7").returncode == -9
+    resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "checkpoint-4" in resumed.stderr
+    same_run(reference, killed)
+
+
+@pytest.mark.parametrize("kind", ["lora", "tagging"])
+def test_lora_and_tagging_runs_resume_exactly(
+    kind: str, tiny_model: str, glue_dir: Path, tmp_path: Path
+) -> None:
+    """SMART on LoRA adapters (the teacher averages the adapters) and on WNUT-style tagging."""
+    common = [
+        "--method", "smart", "--logging_steps", "1",
+        "--save_strategy", "steps", "--save_steps", "4",
+    ]  # fmt: skip
+    if kind == "lora":
+        data = glue_dir
+        common += ["--peft", "lora", "--lora_target_modules", "query,value"]
+    else:
+        data = write_wnut(tmp_path / "ner")
+        common += ["--task_name", "wnut17"]
+
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    done = run_train(train_args(tiny_model, data, reference, *common))
+    assert done.returncode == 0, done.stderr
+    args = train_args(tiny_model, data, killed, *common)
     assert run_train(args, kill_at="update:7").returncode == -9
     resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
     assert resumed.returncode == 0, resumed.stderr
