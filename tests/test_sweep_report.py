@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from smartft.checkpoint import COMPLETE
+from smartft.config import write_yaml
 from smartft.errors import ConfigError
 from smartft.report import (
     bootstrap_ci,
@@ -93,6 +95,75 @@ def test_resume_skips_finished_and_restarts_interrupted(
     assert yaml.safe_load((tmp_path / "rte/plain/seed3/sweep.yaml").read_text())["seed"] == 3
     calls.clear()
     assert run_all(sweep, runs) == 0 and calls == []
+
+
+def test_an_interrupted_run_with_a_checkpoint_resumes_unless_its_options_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sweep = build({}, runs_dir=str(tmp_path), tasks="rte", methods="plain", seeds="1,2")
+    runs = expand(sweep)
+    for seed, options in ((1, runs[0].options), (2, {**runs[1].options, "learning_rate": 1})):
+        folder = tmp_path / f"rte/plain/seed{seed}"
+        (folder / "checkpoint-4").mkdir(parents=True)
+        (folder / "checkpoint-4" / COMPLETE).write_text("")
+        (folder / "train.log").write_text("before the kill\n")
+        write_yaml(folder / "run-options.yaml", options)
+    calls: dict[str, list[str]] = {}
+
+    def fake_call(cmd: list[str], log: object) -> int:
+        folder = Path(cmd[cmd.index("--output_dir") + 1])
+        calls[folder.name] = cmd
+        (folder / "all_results.json").write_text("{}")
+        return 0
+
+    monkeypatch.setattr("smartft.sweep.run_child", fake_call)
+    assert run_all(sweep, runs) == 0
+    assert calls["seed1"][-2:] == ["--resume_from_checkpoint", "auto"]
+    assert "--resume_from_checkpoint" not in calls["seed2"]  # started with other options
+    assert (tmp_path / "rte/plain/seed1/train.log").read_text() == "before the kill\n"
+    assert (tmp_path / "rte/plain/seed2/train.log").read_text() == ""
+    assert (tmp_path / "rte/plain/seed1/checkpoint-4").is_dir()  # save_model: true keeps it
+
+
+def test_a_killed_sweep_run_resumes_to_the_uninterrupted_result(
+    tiny_model: str,
+    glue_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def sweep(runs: Path, *extra: str) -> list[str]:
+        options = {
+            "model_name_or_path": tiny_model, "data_dir": glue_dir, "max_seq_length": 32,
+            "num_train_epochs": 2, "per_device_train_batch_size": 8, "learning_rate": 1e-3,
+            "logging_steps": 1, "save_strategy": "steps", "save_steps": 4, "save_model": "false",
+        }  # fmt: skip
+        sets = [arg for key, value in options.items() for arg in ("--set", f"{key}={value}")]
+        return ["sweep", "--runs_dir", str(runs), "--tasks", "rte", "--methods", "smart",
+                "--seeds", "1", *sets, *extra]  # fmt: skip
+
+    def record(runs: Path) -> tuple[list[dict[str, object]], dict[str, object]]:
+        folder = runs / "rte/smart/seed1"
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        events = [
+            {k: v for k, v in json.loads(line).items() if k != "step_time_s"} for line in lines
+        ]
+        results = json.loads((folder / "all_results.json").read_text())
+        return events, {k: v for k, v in results.items() if k.startswith("eval_")}
+
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert cli(sweep(reference), capsys)[0] == 0
+    monkeypatch.setenv("SMARTFT_KILL_AT", "update:7")
+    code, out, _ = cli(sweep(killed), capsys)
+    assert code != 0 and "FAILED" in out
+    assert (killed / "rte/smart/seed1/checkpoint-4").is_dir()
+    monkeypatch.delenv("SMARTFT_KILL_AT")
+    assert "(resumes from checkpoint-4)" in cli(sweep(killed, "--dry_run"), capsys)[1]
+    code, out, err = cli(sweep(killed), capsys)
+    assert code == 0 and "(resumed from checkpoint-4)" in out, out + err
+    assert record(killed) == record(reference)
+    for runs in (reference, killed):  # save_model: false keeps no checkpoint once finished
+        assert not list((runs / "rte/smart/seed1").glob("*checkpoint-*"))
 
 
 def test_stopping_the_sweep_stops_its_training_child(tmp_path: Path) -> None:

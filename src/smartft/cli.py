@@ -187,7 +187,8 @@ def _add_sweep(commands: Any) -> None:
         "sweep",
         help="run a grid of tasks x methods x seeds (resumable)",
         description="Runs one after another; finished runs are skipped, an interrupted one "
-        "restarts cleanly. Grid from a YAML file (runs_dir, base, variants, grid) and/or flags.",
+        "continues from its newest complete checkpoint (or starts again if it wrote none). Grid "
+        "from a YAML file (runs_dir, base, variants, grid) and/or flags.",
     )
     sweep.add_argument("--config", default=None, help="sweep YAML file")
     sweep.add_argument("--runs_dir", default=None, help="one folder per run goes here")

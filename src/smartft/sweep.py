@@ -1,9 +1,12 @@
 """`smartft sweep`: a grid of training runs, one after another, resumable.
 
 A run is finished when its folder holds `all_results.json`; a folder without it is the leftover of
-an interrupted run and is cleared and started again. Each run is a `smartft train` subprocess (its
-memory is returned when it ends; a crash stops only that run) whose options are written to the
-run folder as `run-options.yaml`, its grid coordinates as `sweep.yaml`.
+an interrupted run. That run continues from its newest complete checkpoint when it wrote one (runs
+with `save_strategy: epoch` or `steps`) and its options are unchanged; otherwise it is cleared and
+started again. Each run is a `smartft train` subprocess (its memory is returned when it ends; a
+crash stops only that run) whose options are written to the run folder as `run-options.yaml`, its
+grid coordinates as `sweep.yaml`. A finished run that saves no model (`save_model: false`) keeps
+no checkpoint either: they were there only to survive an interruption.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import IO, Any
 
 import yaml
 
+from smartft.checkpoint import PREFIX, complete_checkpoints
 from smartft.config import load_yaml, resolve, write_yaml
 from smartft.errors import ConfigError
 
@@ -122,7 +126,7 @@ def build(
         unknown = sorted(set(grid.get("variants", [])) - set(variants))
         if unknown:
             raise ConfigError(f"sweep: grid names unknown variant(s) {', '.join(unknown)}")
-        for reserved in ("output_dir", "overwrite_output_dir"):
+        for reserved in ("output_dir", "overwrite_output_dir", "resume_from_checkpoint"):
             if reserved in base or reserved in grid:
                 raise ConfigError(f"sweep: '{reserved}' is set per run by the sweep")
     return Sweep(Path(folder), base, variants, sub_grids)
@@ -222,6 +226,24 @@ def run_child(cmd: list[str], log: IO[str]) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+def resumable(folder: Path, run: Run) -> Path | None:
+    """The checkpoint an interrupted run continues from: its newest complete one, provided the
+    run was started with the options it has now (else None: it starts again from scratch)."""
+    spec = folder / "run-options.yaml"
+    if not spec.is_file() or load_yaml(str(spec)) != run.options:
+        return None
+    found = complete_checkpoints(folder)
+    return found[-1] if found else None
+
+
+def drop_checkpoints(folder: Path) -> None:
+    """A finished run that saves no model keeps no checkpoint (each holds the weights, the
+    optimizer's moments and any teacher: hundreds of MB per run in a long sweep)."""
+    for path in folder.glob(f"*{PREFIX}*"):
+        if path.is_dir():
+            shutil.rmtree(path)
+
+
 def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
     """Run what is not finished yet; returns the number of failed runs."""
     todo = [r for r in runs if not is_done(sweep.runs_dir / r.name)]
@@ -232,38 +254,34 @@ def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
     )
     if dry_run:
         for run in todo:
-            print(f"  {run.name}")
+            resume = resumable(sweep.runs_dir / run.name, run)
+            print(f"  {run.name}" + (f" (resumes from {resume.name})" if resume else ""))
         return 0
     failed, spent = 0, []
     for index, run in enumerate(todo, start=1):
         folder = sweep.runs_dir / run.name
-        if folder.exists():  # an interrupted run: start it again from scratch
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        write_yaml(folder / SWEEP_FILE, run.axes)  # the run's grid coordinates, for the report
         spec = folder / "run-options.yaml"
-        write_yaml(spec, run.options)
+        resume = resumable(folder, run)
+        if resume is None:
+            if folder.exists():  # interrupted before its first checkpoint: start afresh
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            write_yaml(folder / SWEEP_FILE, run.axes)  # the run's grid coordinates, for the report
+            write_yaml(spec, run.options)
+        command = [sys.executable, "-m", "smartft.cli", "train", "--config", str(spec)]
+        command += ["--output_dir", str(folder), "--overwrite_output_dir", "--disable_tqdm"]
+        if resume is not None:
+            command += ["--resume_from_checkpoint", "auto"]
         started = time.perf_counter()
-        with (folder / "train.log").open("w", encoding="utf-8") as log:
-            code = run_child(
-                [
-                    sys.executable,
-                    "-m",
-                    "smartft.cli",
-                    "train",
-                    "--config",
-                    str(spec),
-                    "--output_dir",
-                    str(folder),
-                    "--overwrite_output_dir",
-                    "--disable_tqdm",
-                ],
-                log,
-            )
+        with (folder / "train.log").open("a" if resume else "w", encoding="utf-8") as log:
+            code = run_child(command, log)
         spent.append(time.perf_counter() - started)
         eta = _duration(sum(spent) / len(spent) * (len(todo) - index))
         if code == 0 and is_done(folder):
             status = f"done in {_duration(spent[-1])}"
+            status += f" (resumed from {resume.name})" if resume else ""
+            if not run.options.get("save_model", True):
+                drop_checkpoints(folder)
         else:
             failed += 1
             status = f"FAILED (exit {code}; see {folder / 'train.log'})"
