@@ -129,10 +129,15 @@ def test_every_method_works_in_the_multi_task_stage(
     assert code == 0, err
 
 
-def test_a_multi_task_run_resumes_exactly(tiny_model: str, glue_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "save", [["steps", "--save_steps", "5"], ["epoch"]], ids=["steps", "epoch"]
+)
+def test_a_multi_task_run_resumes_exactly(
+    save: list[str], tiny_model: str, glue_dir: Path, tmp_path: Path
+) -> None:
     common = [
         "--method", "smart", "--smart_eps", "1e-2", "--task_sampling", "temperature",
-        "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "5",
+        "--logging_steps", "1", "--save_strategy", *save,
     ]  # fmt: skip
     reference = tmp_path / "reference"
     assert run_train(mt_args(tiny_model, glue_dir, reference, *common)).returncode == 0

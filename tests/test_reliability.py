@@ -330,6 +330,27 @@ def test_every_method_resumes_exactly(
     same_run(reference, killed)
 
 
+@pytest.mark.parametrize("kill_at", ["update:7", "update:13"])
+def test_a_run_resumed_from_an_epoch_checkpoint_is_the_uninterrupted_run(
+    kill_at: str, tiny_model: str, glue_dir: Path, tmp_path: Path
+) -> None:
+    """An epoch's checkpoint is taken before the next epoch's data iterator draws from the RNG
+    (6 updates an epoch here: killed in the second epoch and in the third). Failed before the
+    resumed run restored the RNG before creating the iterator."""
+    common = [
+        "--method", "smart", "--bregman_start", "0.1", "--bregman_horizon", "0.1",
+        "--bregman_dropout", "replay", "--logging_steps", "1", "--num_train_epochs", "3",
+        "--save_strategy", "epoch", "--save_total_limit", "1",
+    ]  # fmt: skip
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    assert run_train(train_args(tiny_model, glue_dir, reference, *common)).returncode == 0
+    args = train_args(tiny_model, glue_dir, killed, *common)
+    assert run_train(args, kill_at=kill_at).returncode == -9
+    resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
+    assert resumed.returncode == 0, resumed.stderr
+    same_run(reference, killed)
+
+
 @pytest.mark.parametrize("kind", ["lora", "tagging"])
 def test_lora_and_tagging_runs_resume_exactly(
     kind: str, tiny_model: str, glue_dir: Path, tmp_path: Path

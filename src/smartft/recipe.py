@@ -295,9 +295,16 @@ class FineTuneRecipe:
         self.train_loader.set_epoch(self.loop.epoch)
         self.sampler.set_epoch(self.loop.epoch)
         self.sampler.skip = self.loop.batch
+        # Creating the iterator draws from the global RNG. A checkpoint taken within an epoch holds
+        # the RNG after that draw, so a run resumed from it restores its RNG after creating the
+        # iterator; one taken at an epoch's end holds the RNG before the next epoch's draw, so
+        # it is restored before, and the iterator draws as the uninterrupted run's did.
+        if self.rng is not None and self.loop.batch == 0:
+            checkpoint.restore_rng(self.rng)
+            self.rng = None
         batches = iter(self.train_loader)
-        first = next(batches, None)  # creating the iterator draws from the global RNG ...
-        if self.rng is not None:  # ... so a resumed run restores its RNG only after that
+        first = next(batches, None)
+        if self.rng is not None:
             checkpoint.restore_rng(self.rng)
             self.rng = None
         stream = batches if first is None else itertools.chain([first], batches)
