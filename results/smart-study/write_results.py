@@ -220,11 +220,10 @@ def main() -> None:
         "",
         "```bash",
         "git worktree add ../study-src 857661d   # the code every run of the study uses",
-        "PYTHONPATH=../study-src/src .venv/bin/python -m smartft.cli sweep "
-        "--config results/smart-study/selection-a.yaml   # and selection-b.yaml beside it",
+        "bash results/sweep_frozen.sh ../study-src results/smart-study/selection-a.yaml"
+        "   # and selection-b.yaml beside it; resumes interrupted runs",
         ".venv/bin/python results/smart-study/choose_settings.py   # selected.md; final.yaml",
-        "PYTHONPATH=../study-src/src .venv/bin/python -m smartft.cli sweep "
-        "--config results/smart-study/final.yaml",
+        "bash results/sweep_frozen.sh ../study-src results/smart-study/final.yaml",
         ".venv/bin/python results/smart-study/write_results.py",
         "```",
         "",
