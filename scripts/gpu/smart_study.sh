@@ -49,7 +49,7 @@ if [ -f results/smart-study/final.yaml ] && [ "$(left)" -gt 60 ]; then
   done; done
   shards results/smart-study/final.yaml "${final[@]}"
 fi
-tar czf "$OUT/smart-study-runs.tar.gz" results/smart-study/selection results/smart-study/final \
+tar czf "$OUT/smart-study-runs.tar.gz" --exclude="checkpoint-*" --exclude=".checkpoint-*" results/smart-study/selection results/smart-study/final \
   results/smart-study/radius \
   results/smart-study/selected.md $( [ -f results/smart-study/final.yaml ] && echo results/smart-study/final.yaml ) \
   2>/dev/null
