@@ -64,6 +64,22 @@ def same_run(a: Path, b: Path) -> None:
     }
 
 
+def killed_and_resumed(
+    model: str, data: Path, tmp_path: Path, common: list[str], kill_at: str = "update:7"
+) -> str:
+    """Run once to the end, once killed at `kill_at` then resumed; the two must be one run.
+    Returns the resumed run's stderr."""
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    done = run_train(train_args(model, data, reference, *common))
+    assert done.returncode == 0, done.stderr
+    args = train_args(model, data, killed, *common)
+    assert run_train(args, kill_at=kill_at).returncode == -9
+    resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
+    assert resumed.returncode == 0, resumed.stderr
+    same_run(reference, killed)
+    return resumed.stderr
+
+
 def test_sigkill_then_resume_gives_the_uninterrupted_run(
     tiny_model: str, glue_dir: Path, tmp_path: Path
 ) -> None:
@@ -318,16 +334,7 @@ def test_every_method_resumes_exactly(
         "--method", method, *RESUME_FLAGS[method], "--logging_steps", "1",
         "--save_strategy", "steps", "--save_steps", "4",
     ]  # fmt: skip
-    reference = tmp_path / "reference"
-    done = run_train(train_args(tiny_model, glue_dir, reference, *common))
-    assert done.returncode == 0, done.stderr
-    killed = tmp_path / "killed"
-    args = train_args(tiny_model, glue_dir, killed, *common)
-    assert run_train(args, kill_at="update:7").returncode == -9
-    resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
-    assert resumed.returncode == 0, resumed.stderr
-    assert "checkpoint-4" in resumed.stderr
-    same_run(reference, killed)
+    assert "checkpoint-4" in killed_and_resumed(tiny_model, glue_dir, tmp_path, common)
 
 
 @pytest.mark.parametrize("kill_at", ["update:7", "update:13"])
@@ -342,13 +349,7 @@ def test_a_run_resumed_from_an_epoch_checkpoint_is_the_uninterrupted_run(
         "--bregman_dropout", "replay", "--logging_steps", "1", "--num_train_epochs", "3",
         "--save_strategy", "epoch", "--save_total_limit", "1",
     ]  # fmt: skip
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    assert run_train(train_args(tiny_model, glue_dir, reference, *common)).returncode == 0
-    args = train_args(tiny_model, glue_dir, killed, *common)
-    assert run_train(args, kill_at=kill_at).returncode == -9
-    resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
-    assert resumed.returncode == 0, resumed.stderr
-    same_run(reference, killed)
+    killed_and_resumed(tiny_model, glue_dir, tmp_path, common, kill_at)
 
 
 @pytest.mark.parametrize("kind", ["lora", "tagging"])
@@ -366,16 +367,7 @@ def test_lora_and_tagging_runs_resume_exactly(
     else:
         data = write_wnut(tmp_path / "ner")
         common += ["--task_name", "wnut17"]
-
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    done = run_train(train_args(tiny_model, data, reference, *common))
-    assert done.returncode == 0, done.stderr
-    args = train_args(tiny_model, data, killed, *common)
-    assert run_train(args, kill_at="update:7").returncode == -9
-    resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
-    assert resumed.returncode == 0, resumed.stderr
-    assert "checkpoint-4" in resumed.stderr
-    same_run(reference, killed)
+    assert "checkpoint-4" in killed_and_resumed(tiny_model, data, tmp_path, common)
 
 
 def test_a_kill_between_the_epochs_checkpoint_and_its_evaluation_logs_it_once(
