@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from smartft.report import Record, collect, markdown, runs_table, summarize
+from smartft.report import Cell, Record, collect, markdown, runs_table, summarize, verdict
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/ner-minilm")
@@ -32,6 +32,30 @@ def on_split(records: list[Record], prefix: str) -> list[Record]:
         value = results.get(f"{prefix}_f1")
         out.append(replace(record, value=float("nan") if value is None else float(value)))
     return out
+
+
+def summary(dev: list[Cell], test: list[Cell]) -> str:
+    """One row per method, dev and test side by side (docs/tagging.md quotes it)."""
+
+    def columns(cell: Cell) -> str:
+        value = f"{cell.median:.4f} ({cell.min:.4f}-{cell.max:.4f})"
+        if cell.diff_mean_paired is None or cell.ci_low is None or cell.ci_high is None:
+            return f"{value} | –"
+        interval = f"[{cell.ci_low:+.4f}, {cell.ci_high:+.4f}]"
+        return f"{value} | {cell.diff_mean_paired:+.4f} {interval} {verdict(cell)}"
+
+    rows = [
+        "| method | seeds | dev F1 median (min-max) | dev Δ vs plain [95 % CI] | test F1 median "
+        "(min-max) | test Δ vs plain [95 % CI] | run time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    tests = {c.variant: c for c in test}
+    for cell in dev:
+        rows.append(
+            f"| {cell.variant} | {len(cell.values)} | {columns(cell)} | "
+            f"{columns(tests[cell.variant])} | {cell.runtime_s / 60:.0f} min |"
+        )
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -63,6 +87,12 @@ def main() -> None:
         "--config results/ner-minilm/sweep.yaml",
         ".venv/bin/python results/ner-minilm/write_results.py",
         "```",
+        "",
+        "## Summary (docs/tagging.md quotes it)",
+        "",
+        summary(summarize(on_split(records, "eval")), summarize(on_split(records, "test")))
+        if records
+        else "No run has finished.",
         "",
         "## Dev entity F1",
         "",
