@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,18 +25,30 @@ SWEEP = ROOT / "sweep.yaml"
 OUT = Path("results/ner-minilm.md")
 
 
-def on_split(records: list[Record], prefix: str) -> list[Record]:
-    """The runs' `{prefix}_f1` as their value (the report reads `eval_` by default)."""
+def on_split(records: list[Record], prefix: str, metric: str = "f1") -> list[Record]:
+    """The runs' `{prefix}_{metric}` as their value (the report reads `eval_` by default)."""
     out = []
     for record in records:
         results = json.loads((record.folder / "all_results.json").read_text(encoding="utf-8"))
-        value = results.get(f"{prefix}_f1")
+        value = results.get(f"{prefix}_{metric}")
         out.append(replace(record, value=float("nan") if value is None else float(value)))
     return out
 
 
-def summary(dev: list[Cell], test: list[Cell]) -> str:
+def precision_recall(records: list[Record], prefix: str, variant: str) -> str:
+    """Median precision / recall of a method's runs: where its F1 comes from."""
+    medians = [
+        statistics.median(
+            r.value for r in on_split(records, prefix, metric) if r.variant == variant
+        )
+        for metric in ("precision", "recall")
+    ]
+    return f"{medians[0]:.3f} / {medians[1]:.3f}"
+
+
+def summary(records: list[Record]) -> str:
     """One row per method, dev and test side by side (docs/tagging.md quotes it)."""
+    dev, test = summarize(on_split(records, "eval")), summarize(on_split(records, "test"))
 
     def columns(cell: Cell) -> str:
         value = f"{cell.median:.4f} ({cell.min:.4f}-{cell.max:.4f})"
@@ -45,15 +58,17 @@ def summary(dev: list[Cell], test: list[Cell]) -> str:
         return f"{value} | {cell.diff_mean_paired:+.4f} {interval} {verdict(cell)}"
 
     rows = [
-        "| method | seeds | dev F1 median (min-max) | dev Δ vs plain [95 % CI] | test F1 median "
-        "(min-max) | test Δ vs plain [95 % CI] | run time |",
-        "|---|---|---|---|---|---|---|",
+        "| method | seeds | dev F1 median (min-max) | dev Δ vs plain [95 % CI] | dev P / R | "
+        "test F1 median (min-max) | test Δ vs plain [95 % CI] | test P / R | run time |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     tests = {c.variant: c for c in test}
     for cell in dev:
         rows.append(
             f"| {cell.variant} | {len(cell.values)} | {columns(cell)} | "
-            f"{columns(tests[cell.variant])} | {cell.runtime_s / 60:.0f} min |"
+            f"{precision_recall(records, 'eval', cell.variant)} | "
+            f"{columns(tests[cell.variant])} | {precision_recall(records, 'test', cell.variant)} | "
+            f"{cell.runtime_s / 60:.0f} min |"
         )
     return "\n".join(rows)
 
@@ -90,9 +105,7 @@ def main() -> None:
         "",
         "## Summary (docs/tagging.md quotes it)",
         "",
-        summary(summarize(on_split(records, "eval")), summarize(on_split(records, "test")))
-        if records
-        else "No run has finished.",
+        summary(records) if records else "No run has finished.",
         "",
         "## Dev entity F1",
         "",
