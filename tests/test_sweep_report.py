@@ -100,7 +100,7 @@ def test_resume_skips_finished_and_restarts_interrupted(
 def test_an_interrupted_run_with_a_checkpoint_resumes_unless_its_options_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sweep = build({}, runs_dir=str(tmp_path), tasks="rte", methods="plain", seeds="1,2")
+    sweep = build({}, runs_dir=str(tmp_path), tasks="rte", methods="plain", seeds="1,2,3")
     runs = expand(sweep)
     for seed, options in ((1, runs[0].options), (2, {**runs[1].options, "learning_rate": 1})):
         folder = tmp_path / f"rte/plain/seed{seed}"
@@ -108,6 +108,9 @@ def test_an_interrupted_run_with_a_checkpoint_resumes_unless_its_options_changed
         (folder / "checkpoint-4" / COMPLETE).write_text("")
         (folder / "train.log").write_text("before the kill\n")
         write_yaml(folder / "run-options.yaml", options)
+    (tmp_path / "rte/plain/seed3/checkpoint-4").mkdir(parents=True)
+    (tmp_path / "rte/plain/seed3/checkpoint-4" / COMPLETE).write_text("")
+    (tmp_path / "rte/plain/seed3/run-options.yaml").write_text("seed: [1\n")  # torn
     calls: dict[str, list[str]] = {}
 
     def fake_call(cmd: list[str], log: object) -> int:
@@ -120,6 +123,7 @@ def test_an_interrupted_run_with_a_checkpoint_resumes_unless_its_options_changed
     assert run_all(sweep, runs) == 0
     assert calls["seed1"][-2:] == ["--resume_from_checkpoint", "auto"]
     assert "--resume_from_checkpoint" not in calls["seed2"]  # started with other options
+    assert "--resume_from_checkpoint" not in calls["seed3"]  # its options file is unreadable
     assert (tmp_path / "rte/plain/seed1/train.log").read_text() == "before the kill\n"
     assert (tmp_path / "rte/plain/seed2/train.log").read_text() == ""
     assert (tmp_path / "rte/plain/seed1/checkpoint-4").is_dir()  # save_model: true keeps it

@@ -230,7 +230,10 @@ def resumable(folder: Path, run: Run) -> Path | None:
     """The checkpoint an interrupted run continues from: its newest complete one, provided the
     run was started with the options it has now (else None: it starts again from scratch)."""
     spec = folder / "run-options.yaml"
-    if not spec.is_file() or load_yaml(str(spec)) != run.options:
+    try:
+        if not spec.is_file() or load_yaml(str(spec)) != run.options:
+            return None
+    except ConfigError:  # torn by the interruption: not the run's options
         return None
     found = complete_checkpoints(folder)
     return found[-1] if found else None
