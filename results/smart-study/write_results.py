@@ -46,30 +46,15 @@ def records_of(folder: Path) -> list[Record]:
     return collect(folder) if folder.is_dir() else []
 
 
-def end_loss(record: Record, tail: float = 0.1) -> float:
-    """Mean task loss over the last `tail` of the logged updates: how far each run fitted the
-    training data (the issue's first finding: SMART ended every short run higher than plain)."""
-    events = [
-        json.loads(line)
-        for line in (record.folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
-    losses = [e["task_loss"] for e in events if e["event"] == "train" and "task_loss" in e]
-    if not losses:
+def tail_mean(record: Record, key: str, tail: float = 0.1) -> float:
+    """Mean of `key` over the last `tail` of a run's logged training events: e.g. its task loss,
+    how far it fitted the training data (the issue's first finding: SMART ended every short run
+    higher than plain), or SMART's R_s at the end."""
+    lines = (record.folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    values = [e[key] for e in map(json.loads, lines) if e["event"] == "train" and key in e]
+    if not values:
         return math.nan
-    return statistics.fmean(losses[-max(1, round(tail * len(losses))) :])
-
-
-def last_logged(record: Record, key: str) -> float:
-    """The mean of `key` over the last tenth of the train events (e.g. SMART's R_s)."""
-    values = [
-        e[key]
-        for e in (
-            json.loads(line)
-            for line in (record.folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        )
-        if e["event"] == "train" and key in e
-    ]
-    return statistics.fmean(values[-max(1, len(values) // 10) :]) if values else math.nan
+    return statistics.fmean(values[-max(1, round(tail * len(values))) :])
 
 
 def single_seed_table(records: list[Record], note: dict[str, str]) -> str:
@@ -80,10 +65,10 @@ def single_seed_table(records: list[Record], note: dict[str, str]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in sorted(records, key=lambda r: (r.task, r.variant)):
-        rs = last_logged(r, "smart_rs")
+        rs = tail_mean(r, "smart_rs")
         rows.append(
             f"| {r.task} | {r.variant}{note.get(r.variant, '')} | {r.metric} {r.value:.4f} | "
-            f"{end_loss(r):.3f} | {'–' if math.isnan(rs) else f'{rs:.2e}'} | "
+            f"{tail_mean(r, 'task_loss'):.3f} | {'–' if math.isnan(rs) else f'{rs:.2e}'} | "
             f"{r.runtime_s / 60:.0f} min |"
         )
     return "\n".join(rows)
@@ -96,7 +81,11 @@ def fit_table(records: list[Record]) -> str:
     for task in TASKS:
         cells = []
         for variant in variants:
-            losses = [end_loss(r) for r in records if r.task == task and r.variant == variant]
+            losses = [
+                tail_mean(r, "task_loss")
+                for r in records
+                if r.task == task and r.variant == variant
+            ]
             cells.append(f"{statistics.median(losses):.3f}" if losses else "–")
         rows.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -178,6 +167,7 @@ def main() -> None:
         for v, n in GRID.items()
     )
     final = final_records()
+    radius = records_of(ROOT / "radius")
     lines = [
         "# The SMART study: SMART against plain fine-tuning, settings chosen fairly (MiniLM-L6)",
         "",
@@ -252,19 +242,14 @@ def main() -> None:
         "The short-run teacher, R_s under the clean pass's dropout masks; the ball radii and the "
         "per-token relative radius (`smart_projection relative`) of `radius.yaml`.",
         "",
-        single_seed_table(records_of(ROOT / "radius"), {})
-        if records_of(ROOT / "radius")
-        else "No radius run has finished yet.",
+        single_seed_table(radius, {}) if radius else "No radius run has finished yet.",
         "",
         *phase2(final),
         "",
         "## Every finished run",
         "",
         runs_table(
-            records_of(ROOT / "pilot")
-            + selection
-            + records_of(ROOT / "radius")
-            + records_of(ROOT / "final"),
+            records_of(ROOT / "pilot") + selection + radius + records_of(ROOT / "final"),
             ROOT,
         ),
     ]
