@@ -97,7 +97,7 @@ def main() -> None:
         "`results/glue-minilm/sweep.yaml`, through a worktree):",
         "",
         "```bash",
-        "PYTHONPATH=../study-src/src .venv/bin/python -m smartft.cli sweep "
+        "PYTHONPATH=../glue-src/src .venv/bin/python -m smartft.cli sweep "
         "--config results/glue-minilm/sweep.yaml",
         ".venv/bin/smartft report results/glue-minilm/runs --out results/glue-minilm",
         "```",

@@ -1,7 +1,9 @@
 """Writes results/methods-minilm.md: every peer method against plain fine-tuning and SMART on RTE
 and MRPC (3 seeds, the GLUE study's settings), from the finished runs. Plain and SMART are the
-GLUE study's own runs, joined in by the report. Run from the repository root during or after the
-sweep:
+GLUE study's own runs, joined in by the report. The methods whose definitions issue 20 changed
+rerun in fidelity.yaml (with NEFTune, new there): a method's row comes from its rerun once all
+of that task's seeds have finished, and from its first runs, labelled "(old definition)", until
+then. Run from the repository root during or after the sweeps:
 
     .venv/bin/python results/methods-minilm/write_results.py
 """
@@ -10,22 +12,91 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import replace
 from pathlib import Path
+from statistics import mean, median
 
 import torch
 import yaml
 
-from smartft.report import Cell, collect_many, report, runs_table, summarize, verdict
+from smartft.report import (
+    Cell,
+    Record,
+    bootstrap_ci,
+    collect_many,
+    runs_table,
+    summarize,
+    verdict,
+    write_report,
+)
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/methods-minilm")
 SWEEP = ROOT / "sweep.yaml"
+FIDELITY = ROOT / "fidelity.yaml"
 OUT = Path("results/methods-minilm.md")
 STUDY_RUNS = Path("results/glue-minilm/runs")
 TASKS = ("rte", "mrpc")
 
 
-ORDER = "plain smart alice r3f r4f freelb child-tuning mixout l2sp lnsr dps".split()  # README's
+ORDER = "plain smart alice r3f r4f neftune freelb child-tuning mixout l2sp lnsr dps".split()
+OLD = " (old definition)"
+
+
+def chosen_records() -> tuple[list[Record], list[tuple[Record, Record]], int, int]:
+    """The runs the report compares, the (old, rerun) pairs of the changed definitions, and how
+    many runs of both sweeps have finished out of how many."""
+    first, rerun = build(from_file(str(SWEEP))), build(from_file(str(FIDELITY)))
+    runs = expand(first) + expand(rerun)
+    finished = sum(
+        is_done(sweep.runs_dir / r.name) for sweep in (first, rerun) for r in expand(sweep)
+    )
+    planned: dict[tuple[str, str], int] = {}
+    for r in expand(rerun):
+        key = (str(r.axes["task"]), str(r.axes["variant"]))
+        planned[key] = planned.get(key, 0) + 1
+    new = collect_many([rerun.runs_dir]) if rerun.runs_dir.is_dir() else []
+    landed = {
+        key for key, n in planned.items() if sum((r.task, r.variant) == key for r in new) == n
+    }
+    old = collect_many([first.runs_dir])
+    old_variants = {r.variant for r in old}
+    records = [
+        r if (r.task, r.variant) not in planned else replace(r, variant=r.variant + OLD)
+        for r in old
+        if (r.task, r.variant) not in landed
+    ]
+    records += [r for r in new if (r.task, r.variant) in landed or r.variant not in old_variants]
+    by_key = {(r.task, r.variant, r.seed): r for r in old}
+    pairs = [
+        (by_key[(r.task, r.variant, r.seed)], r)
+        for r in new
+        if (r.task, r.variant) in landed and (r.task, r.variant, r.seed) in by_key
+    ]
+    return records, pairs, finished, len(runs)
+
+
+def before_after(pairs: list[tuple[Record, Record]]) -> str:
+    """Each changed definition against its first one, paired by seed (same data and settings)."""
+    if not pairs:
+        return "No rerun has finished all its seeds yet."
+    lines = [
+        "| task | method | old definition median | faithful median | faithful − old, paired "
+        "mean [95 % CI] | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str], list[tuple[Record, Record]]] = {}
+    for old, new in pairs:
+        groups.setdefault((new.task, new.variant), []).append((old, new))
+    for (task, variant), group in sorted(groups.items()):
+        diffs = [new.value - old.value for old, new in group]
+        low, high = bootstrap_ci(diffs)
+        lines.append(
+            f"| {task} | {variant} | {median([o.value for o, _ in group]):.4f} | "
+            f"{median([n.value for _, n in group]):.4f} | {mean(diffs):+.4f} "
+            f"[{low:+.4f}, {high:+.4f}] | {len(group)} |"
+        )
+    return "\n".join(lines)
 
 
 def summary_table(cells: list[Cell]) -> str:
@@ -47,63 +118,72 @@ def summary_table(cells: list[Cell]) -> str:
         "(min-max) | MRPC Δ vs plain [95 % CI] | run time RTE / MRPC |",
         "|---|---|---|---|---|---|",
     ]
-    for variant in ORDER:
+    shown = {c.variant for c in cells}
+    for variant in [v for name in ORDER for v in (name, name + OLD) if v in shown]:
         columns = [c for task in TASKS for c in task_columns(task, variant)]
         times = " / ".join(
             f"{by_key[(task, variant)].runtime_s / 60:.1f}" if (task, variant) in by_key else "–"
             for task in TASKS
         )
-        rows.append(f"| {variant.replace('-', '_')} | {' | '.join(columns)} | {times} min |")
+        label = variant.replace("-", "_").replace("_(old_definition)", OLD)
+        rows.append(f"| {label} | {' | '.join(columns)} | {times} min |")
     return "\n".join(rows)
 
 
 def main() -> None:
-    sweep = build(from_file(str(SWEEP)))
-    runs = expand(sweep)
-    finished = [r for r in runs if is_done(sweep.runs_dir / r.name)]
+    records, pairs, finished, planned = chosen_records()
     baselines = [
         STUDY_RUNS / task / variant
         for task in TASKS
         for variant in ("plain", "smart")
         if (STUDY_RUNS / task / variant).is_dir()
     ]
-    folders = [d for d in (sweep.runs_dir, *baselines) if d.is_dir()]
-    tables, images = report(folders, ROOT)
-    versus_smart, _ = report(folders, ROOT / "vs-smart", baseline="smart", plots=False)
+    records += collect_many(baselines)
+    tables, images = write_report(records, ROOT)
+    versus_smart, _ = write_report(records, ROOT / "vs-smart", baseline="smart", plots=False)
     base = yaml.safe_load(SWEEP.read_text(encoding="utf-8"))["base"]
     lines = [
         "# Robust fine-tuning methods against plain fine-tuning and SMART (all-MiniLM-L6-v2)",
         "",
-        f"**Status: {len(finished)} of {len(runs)} method runs finished.** The sweep resumes "
-        "where it stopped; this file is rewritten from the finished runs by "
+        f"**Status: {finished} of {planned} method runs finished** (`sweep.yaml`, then the "
+        "reruns of `fidelity.yaml`). The sweeps resume where they stopped; this file is "
+        "rewritten from the finished runs by "
         "`.venv/bin/python results/methods-minilm/write_results.py`.",
         "",
         "Settings, identical for every method (the GLUE study's): "
-        + ", ".join(f"`{k}: {v}`" for k, v in base.items() if k != "save_model")
+        + ", ".join(
+            f"`{k}: {v}`" for k, v in base.items() if k not in ("save_model", "num_threads")
+        )
         + ". Each method runs with its preset's defaults (`smartft methods` lists them; L2-SP "
-        "replaces weight decay, so its runs set `weight_decay: 0`). Metric: dev accuracy, the "
-        "best of the end-of-epoch evaluations, the same for every method.",
+        "replaces weight decay, so its runs set `weight_decay: 0`; NEFTune runs at "
+        "`neftune_alpha: 5`). Metric: dev accuracy, the best of the end-of-epoch evaluations, "
+        "the same for every method.",
+        "",
+        "ALICE, FreeLB, Child-Tuning, Mixout and DPS changed to follow their papers (issue 20) "
+        "and rerun with the same settings and seeds at the commit named in `fidelity.yaml`, "
+        "beside NEFTune (runs in `runs-fidelity/`). Until all of a task's seeds of a rerun have "
+        'finished, that row shows the first definition\'s runs, marked "(old definition)"; '
+        "then the rerun replaces it and the section *Faithful definitions against the first "
+        "ones* pairs the two.",
         "",
         "Plain fine-tuning and SMART (`ball` projection) are the GLUE study's runs "
         "(`results/glue-minilm/runs/{rte,mrpc}/{plain,smart}`, same settings and seeds, code of "
         "the commit named in `results/glue-minilm/sweep.yaml`); the training losses of plain "
-        "and SMART at that commit and at the methods' (named in "
-        "`results/methods-minilm/sweep.yaml`) agree to the last digit on the same steps "
-        "(`bash results/methods-minilm/same_baseline.sh`).",
+        "and SMART at that commit and at the methods' and the reruns' commits agree to the "
+        "last digit on the same steps (`bash results/methods-minilm/same_baseline.sh`).",
         "",
         f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, "
-        f"torch {torch.__version__}, Python {platform.python_version()}; runs went two at a time "
-        "on one thread each (`OMP_NUM_THREADS=1`). Step-time ratios to plain are measured side "
-        "by side in `benchmarks/results/methods.md`, not from these wall times.",
+        f"torch {torch.__version__}, Python {platform.python_version()}; runs went two or "
+        "three at a time on one thread each (`OMP_NUM_THREADS=1`). Step-time ratios to plain "
+        "are measured side by side in `benchmarks/results/methods.md`, not from these wall "
+        "times.",
         "",
-        "Commands (from the repository root):",
+        "Commands (from the repository root; worktrees at the commits the two files name):",
         "",
         "```bash",
-        "PYTHONPATH=../methods-src/src .venv/bin/python -m smartft.cli sweep "
-        "--config results/methods-minilm/sweep.yaml",
-        ".venv/bin/smartft report results/methods-minilm/runs "
-        + " ".join(str(f) for f in baselines)
-        + " --out results/methods-minilm",
+        "bash results/sweep_frozen.sh ../methods-src results/methods-minilm/sweep.yaml",
+        "bash results/sweep_frozen.sh ../fidelity-src results/methods-minilm/fidelity.yaml",
+        ".venv/bin/python results/methods-minilm/write_results.py",
         "```",
         "",
         "## Summary (the README's table)",
@@ -111,7 +191,14 @@ def main() -> None:
         "Dev accuracy median (min-max), mean paired difference from plain [95 % bootstrap "
         "interval] and verdict, median wall time of a run:",
         "",
-        summary_table(summarize(collect_many(folders))),
+        summary_table(summarize(records)),
+        "",
+        "## Faithful definitions against the first ones",
+        "",
+        "Dev accuracy of each rerun against the same method's first definition, paired by "
+        "seed (same data, settings and seeds; only the method's code differs):",
+        "",
+        before_after(pairs),
         "",
         "## Against plain fine-tuning",
         "",
@@ -127,7 +214,7 @@ def main() -> None:
         "",
         "## Every finished run",
         "",
-        runs_table(collect_many(folders), Path("results")),
+        runs_table(records, Path("results")),
     ]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {OUT}")

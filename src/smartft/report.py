@@ -325,7 +325,13 @@ def report(
             "report: no finished runs (all_results.json) under "
             + ", ".join(str(f) for f in folders)
         )
-    out = out or folders[0]
+    return write_report(records, out or folders[0], baseline, plots)
+
+
+def write_report(
+    records: list[Record], out: Path, baseline: str = "plain", plots: bool = True
+) -> tuple[str, list[Path]]:
+    """`report` for records already collected, e.g. a results script's chosen subset."""
     out.mkdir(parents=True, exist_ok=True)
     cells = summarize(records, baseline)
     text = markdown(cells, baseline)
