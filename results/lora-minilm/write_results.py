@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from smartft.report import collect_many, markdown, runs_table, summarize
+from smartft.report import Cell, Record, collect_many, markdown, runs_table, summarize, verdict
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/lora-minilm")
@@ -28,7 +28,59 @@ NAMES = {
     "smart": "full + SMART",
     "plain:peft=lora": "LoRA",
     "smart:peft=lora": "LoRA + SMART",
+    "lora": "LoRA",
+    "lora-smart": "LoRA + SMART",
 }
+
+
+TASKS = ("rte", "mrpc")
+
+
+def summary_table(records: list[Record]) -> str:
+    """Both tasks side by side: each variant against full fine-tuning's plain run, and SMART's
+    effect within each regime (full + SMART vs full, LoRA + SMART vs LoRA), paired by seed."""
+
+    def cells(baseline: str, subset: list[Record]) -> dict[tuple[str, str], Cell]:
+        return {(c.task, c.variant): c for c in summarize(subset, baseline)}
+
+    def delta(cell: Cell | None) -> str:
+        if cell is None or cell.diff_mean_paired is None:
+            return "–"
+        if cell.ci_low is None or cell.ci_high is None:
+            return f"{cell.diff_mean_paired:+.4f} ({verdict(cell)})"
+        return (
+            f"{cell.diff_mean_paired:+.4f} [{cell.ci_low:+.4f}, {cell.ci_high:+.4f}] "
+            f"{verdict(cell)}"
+        )
+
+    vs_full = cells("plain", records)
+    lora = [r for r in records if r.variant.startswith("lora")]
+    vs_lora = cells("lora", lora)
+    rows = [
+        "| variant | "
+        + " | ".join(
+            f"{t.upper()} acc. median (min-max) | {t.upper()} Δ vs full [95 % CI] | "
+            f"{t.upper()} SMART's effect [95 % CI]"
+            for t in TASKS
+        )
+        + " |",
+        "|---|" + "---|---|---|" * len(TASKS),
+    ]
+    for variant in ("plain", "smart", "lora", "lora-smart"):
+        columns = []
+        for task in TASKS:
+            cell = vs_full.get((task, variant))
+            if cell is None:
+                columns += ["not run yet", "", ""]
+                continue
+            within = {"smart": vs_full, "lora-smart": vs_lora}.get(variant, {})
+            columns += [
+                f"{cell.median:.4f} ({cell.min:.4f}-{cell.max:.4f}) n={len(cell.values)}",
+                delta(cell) if variant != "plain" else "–",
+                delta(within.get((task, variant))),
+            ]
+        rows.append(f"| {NAMES[variant]} | {' | '.join(columns)} |")
+    return "\n".join(rows)
 
 
 def cost_table() -> str:
@@ -106,9 +158,23 @@ def main() -> None:
         "",
         teacher_memory(),
         "",
-        "## Dev accuracy",
+        "## Summary",
+        "",
+        "Dev accuracy, median (min-max) over seeds; the mean paired difference from full "
+        "fine-tuning (plain) with its 95 % bootstrap interval and verdict; SMART's effect: "
+        "full + SMART against full, LoRA + SMART against LoRA, paired the same way.",
+        "",
+        summary_table(records) if records else "No run has finished.",
+        "",
+        "## Dev accuracy against full fine-tuning",
         "",
         markdown(summarize(records)) if records else "No run has finished.",
+        "",
+        "## LoRA + SMART against LoRA",
+        "",
+        markdown(summarize([r for r in records if r.variant.startswith("lora")], "lora"), "lora")
+        if any(r.variant == "lora" for r in records)
+        else "No LoRA run has finished.",
         "",
         "## Every finished run",
         "",
