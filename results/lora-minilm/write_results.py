@@ -47,7 +47,7 @@ def summary_table(records: list[Record]) -> str:
         if cell is None or cell.diff_mean_paired is None:
             return "–"
         if cell.ci_low is None or cell.ci_high is None:
-            return f"{cell.diff_mean_paired:+.4f} ({verdict(cell)})"
+            return f"{cell.diff_mean_paired:+.4f} (one seed)"
         return (
             f"{cell.diff_mean_paired:+.4f} [{cell.ci_low:+.4f}, {cell.ci_high:+.4f}] "
             f"{verdict(cell)}"
