@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from statistics import mean, median
@@ -47,18 +48,12 @@ def chosen_records() -> tuple[list[Record], list[tuple[Record, Record]], int, in
     """The runs the report compares, the (old, rerun) pairs of the changed definitions, and how
     many runs of both sweeps have finished out of how many."""
     first, rerun = build(from_file(str(SWEEP))), build(from_file(str(FIDELITY)))
-    runs = expand(first) + expand(rerun)
-    finished = sum(
-        is_done(sweep.runs_dir / r.name) for sweep in (first, rerun) for r in expand(sweep)
-    )
-    planned: dict[tuple[str, str], int] = {}
-    for r in expand(rerun):
-        key = (str(r.axes["task"]), str(r.axes["variant"]))
-        planned[key] = planned.get(key, 0) + 1
     new = collect_many([rerun.runs_dir]) if rerun.runs_dir.is_dir() else []
-    landed = {
-        key for key, n in planned.items() if sum((r.task, r.variant) == key for r in new) == n
-    }
+    runs = [(first, r) for r in expand(first)] + [(rerun, r) for r in expand(rerun)]
+    finished = sum(is_done(sweep.runs_dir / r.name) for sweep, r in runs)
+    planned = Counter((str(r.axes["task"]), str(r.axes["variant"])) for r in expand(rerun))
+    done = Counter((r.task, r.variant) for r in new)
+    landed = {key for key, n in planned.items() if done[key] == n}
     old = collect_many([first.runs_dir])
     old_variants = {r.variant for r in old}
     records = [
