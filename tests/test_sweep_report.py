@@ -24,6 +24,7 @@ from smartft.report import (
     collect_many,
     markdown,
     report,
+    runs_table,
     summarize,
     verdict,
 )
@@ -252,6 +253,20 @@ def test_report_statistics_on_hand_made_results(tmp_path: Path) -> None:
     cells = {c.variant: c for c in summarize(collect(two))}
     assert cells["smart"].paired_seeds == 2
     assert verdict(cells["smart"]) == "too few seeds"
+
+
+def test_runs_table_marks_a_resumed_runs_partial_wall_time(tmp_path: Path) -> None:
+    fake_run(tmp_path, "rte", "plain", 1, 0.6)
+    fake_run(tmp_path, "rte", "plain", 2, 0.7)
+    resumed = tmp_path / "rte" / "plain" / "seed2" / "all_results.json"
+    results = json.loads(resumed.read_text())
+    resumed.write_text(json.dumps({**results, "resumed_from": "x/seed2/checkpoint-388"}))
+    rows = runs_table(collect(tmp_path), tmp_path).splitlines()
+    assert rows[0] == "| run | score | wall time (train) | median step |"
+    assert rows[2].startswith("| rte/plain/seed1 | accuracy 0.6000 | 1.0 min | ")
+    assert rows[3].startswith(
+        "| rte/plain/seed2 | accuracy 0.7000 | 1.0 min (after resuming from checkpoint-388) | "
+    )
 
 
 def test_report_joins_several_runs_folders(tmp_path: Path) -> None:
