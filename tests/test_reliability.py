@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from smartft.checkpoint import COMPLETE, complete_checkpoints
+from smartft.checkpoint import COMPLETE, STATE_FILE, complete_checkpoints
 from smartft.methods import METHODS
 
 from .conftest import SMART_FLAGS, train_args
@@ -113,6 +113,34 @@ def test_sigkill_then_resume_gives_the_uninterrupted_run(
     assert "removed the leftover" in resumed.stderr
     assert not (torn / ".checkpoint-4.tmp").exists()
     same_run(reference, torn)
+
+
+def test_a_resumed_runs_wall_time_counts_every_part(
+    tiny_model: str, glue_dir: Path, tmp_path: Path
+) -> None:
+    """`train_runtime_s` of a resumed run adds the training time its checkpoint recorded (it
+    used to hold only the part after the resume); a checkpoint from before that was recorded
+    gives an unknown earlier part (None), which the results tables then mark."""
+    common = [*SMART, "--save_strategy", "steps", "--save_steps", "2"]
+    for name, legacy in (("recorded", False), ("legacy", True)):
+        out = tmp_path / name
+        args = train_args(tiny_model, glue_dir, out, *common)
+        assert run_train(args, kill_at="update:7").returncode == -9
+        state_file = out / "checkpoint-6" / STATE_FILE
+        state = json.loads(state_file.read_text())
+        assert state["elapsed_s"] > 0
+        if legacy:
+            del state["elapsed_s"]
+            state_file.write_text(json.dumps(state))
+        resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
+        assert resumed.returncode == 0, resumed.stderr
+        results = json.loads((out / "all_results.json").read_text())
+        before = results["train_runtime_before_resume_s"]
+        if legacy:
+            assert before is None
+        else:
+            assert before == round(state["elapsed_s"], 2)
+            assert results["train_runtime_s"] > before
 
 
 def test_save_total_limit_and_resume_needs_a_complete_checkpoint(

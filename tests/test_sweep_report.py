@@ -261,12 +261,18 @@ def test_runs_table_marks_a_resumed_runs_partial_wall_time(tmp_path: Path) -> No
     resumed = tmp_path / "rte" / "plain" / "seed2" / "all_results.json"
     results = json.loads(resumed.read_text())
     resumed.write_text(json.dumps({**results, "resumed_from": "x/seed2/checkpoint-388"}))
+    fake_run(tmp_path, "rte", "plain", 3, 0.8)  # resumed, its earlier part's time recorded
+    whole = tmp_path / "rte" / "plain" / "seed3" / "all_results.json"
+    results = json.loads(whole.read_text())
+    resumed_from = {"resumed_from": "x/seed3/checkpoint-8", "train_runtime_before_resume_s": 30.0}
+    whole.write_text(json.dumps({**results, **resumed_from}))
     rows = runs_table(collect(tmp_path), tmp_path).splitlines()
     assert rows[0] == "| run | score | wall time (train) | median step |"
     assert rows[2].startswith("| rte/plain/seed1 | accuracy 0.6000 | 1.0 min | ")
     assert rows[3].startswith(
         "| rte/plain/seed2 | accuracy 0.7000 | 1.0 min (after resuming from checkpoint-388) | "
     )
+    assert rows[4].startswith("| rte/plain/seed3 | accuracy 0.8000 | 1.0 min | ")
 
 
 def test_report_joins_several_runs_folders(tmp_path: Path) -> None:

@@ -59,6 +59,9 @@ class LoopState:
     improved_at: int | None = None  # the last evaluation that beat the best by the threshold
     log_lines: int | None = None  # metrics.jsonl's length when the checkpoint was written
     overflow_skips: int = 0  # fp16: updates the gradient scaler skipped
+    # training wall time up to this checkpoint over every part of the run; None in checkpoints
+    # written before it was recorded, so a resumed run's total is then unknown, not understated
+    elapsed_s: float | None = None
 
 
 def fault_point(name: str, value: int) -> None:

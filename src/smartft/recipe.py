@@ -191,7 +191,7 @@ class FineTuneRecipe:
 
     def setup_state(self) -> None:
         """Loop position, best weights and the event log: fresh, or restored from a checkpoint."""
-        self.loop = checkpoint.LoopState()
+        self.loop = checkpoint.LoopState(elapsed_s=0.0)
         self.best_state: dict[str, torch.Tensor] | None = None
         self.rng: dict[str, Any] | None = None
         if self.main:
@@ -203,6 +203,8 @@ class FineTuneRecipe:
         self.accelerator.wait_for_everyone()
         if self.resume is not None:
             self.restore(self.resume)
+        # the training time of the parts before a resume: 0.0 if fresh, None if not recorded
+        self.before: float | None = self.loop.elapsed_s
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_yaml(self.out / "config.yaml", self.run.flat())
@@ -245,7 +247,7 @@ class FineTuneRecipe:
         progress = tqdm(
             total=self.total_steps, initial=loop.step, desc="train", disable=not self.show
         )
-        started = self.step_start = time.perf_counter()
+        self.started = self.step_start = time.perf_counter()
         while loop.step < self.total_steps and not self.patience_spent():
             for index, batch in self.epoch_batches():
                 loop.batch = index + 1
@@ -278,7 +280,7 @@ class FineTuneRecipe:
             else:  # the epoch ran to its end
                 self.end_epoch()
         progress.close()
-        return self.finish(time.perf_counter() - started)
+        return self.finish(time.perf_counter() - self.started)
 
     def announce(self) -> None:
         train, evaluation = len(self.data.train), len(self.data.eval) if self.data.eval else 0
@@ -466,6 +468,8 @@ class FineTuneRecipe:
 
     def save_checkpoint(self) -> Path:
         self.loop.log_lines = self.log.lines
+        if self.before is not None:
+            self.loop.elapsed_s = self.before + time.perf_counter() - self.started
         path = checkpoint.save(
             self.out,
             self.loop,
@@ -530,7 +534,10 @@ class FineTuneRecipe:
             "eval_examples": len(self.data.eval) if self.data.eval else 0,
             "eval_split": "holdout" if cfg.holdout_fraction > 0 else self.spec.eval_split,
             "train_steps": loop.step,
-            "train_runtime_s": round(runtime, 2),
+            "train_runtime_s": round(runtime + (self.before or 0.0), 2),  # every part's
+            "train_runtime_before_resume_s": (
+                None if self.before is None else round(self.before, 2)  # None: not recorded
+            ),
             "train_samples_per_second": round(examples_seen / max(runtime, 1e-9), 3),
             "step_time_median_s": round(statistics.median(times), 5) if times else None,
             "main_metric": self.main_metric,

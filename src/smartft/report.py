@@ -346,14 +346,16 @@ def write_report(
 
 def runs_table(records: list[Record], root: Path) -> str:
     """A markdown row per run: its folder (relative to `root`), score, wall time and median step
-    time, so that a results file shows what every figure cost. A resumed run's wall time covers
-    only the part after its last resume, and its row says so rather than understate the cost."""
+    time, so that a results file shows what every figure cost. A run resumed from a checkpoint
+    that predates `train_runtime_before_resume_s` knows only the wall time of the part after
+    its last resume, and its row says so rather than understate the cost."""
     lines = ["| run | score | wall time (train) | median step |", "|---|---|---|---|"]
     for record in sorted(records, key=lambda r: r.folder.parts):
         results = json.loads((record.folder / "all_results.json").read_text(encoding="utf-8"))
         name = record.folder.resolve().relative_to(root.resolve())
         resumed = results.get("resumed_from")
-        part = f" (after resuming from {Path(resumed).name})" if resumed else ""
+        partial = resumed and results.get("train_runtime_before_resume_s") is None
+        part = f" (after resuming from {Path(resumed).name})" if partial else ""
         lines.append(
             f"| {name} | {record.metric} {record.value:.4f} | {record.runtime_s / 60:.1f} min"
             f"{part} | {results.get('step_time_median_s', math.nan):.3f} s |"
