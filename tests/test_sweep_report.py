@@ -389,3 +389,30 @@ def test_option_values_may_name_the_runs_own_task_seed_and_variant() -> None:
     assert runs["mrpc/mt-ft/seed2"]["model_name_or_path"] == "runs/mt/mt-ft/seed2"
     assert runs["rte/kd/seed1"]["teachers"] == "t/rte/s11,t/rte/s12"
     assert runs["rte/kd/seed1"]["data_dir"] == "d"  # text without placeholders is kept
+
+
+def test_tasks_flag_chooses_among_a_grids_per_task_rows() -> None:
+    """A study's final grid has one row per task with that task's chosen settings: `--tasks rte`
+    must run RTE's row only, not every row's settings on RTE (which it did)."""
+    data = {
+        "variants": {"plain": {"method": "plain"}},
+        "grid": [
+            {"task_name": ["rte"], "seed": [1], "learning_rate": [5e-5]},
+            {"task_name": ["stsb"], "seed": [1], "learning_rate": [1e-4]},
+            {"task_name": ["rte", "cola"], "seed": [2]},
+        ],
+    }
+    names = [r.name for r in expand(build(data, runs_dir="r", tasks="rte"))]
+    assert names == ["rte/learning_rate=5e-05/plain/seed1", "rte/plain/seed2"]
+    assert [r.name for r in expand(build(data, runs_dir="r", tasks="cola,stsb"))] == [
+        "stsb/learning_rate=0.0001/plain/seed1",
+        "cola/plain/seed2",
+    ]
+    with pytest.raises(ConfigError, match=r"--tasks mrpc: .* names only cola, rte, stsb"):
+        build(data, runs_dir="r", tasks="rte,mrpc")
+    replaced = expand(build(data, runs_dir="r", grids=["task_name=mrpc"]))
+    assert {r.axes["task"] for r in replaced} == {"mrpc"}
+    # a grid that names no task runs the given ones
+    assert [r.name for r in expand(build({"grid": {"seed": [1]}}, runs_dir="r", tasks="rte"))] == [
+        "rte/plain/seed1"
+    ]

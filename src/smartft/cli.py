@@ -192,7 +192,11 @@ def _add_sweep(commands: Any) -> None:
     )
     sweep.add_argument("--config", default=None, help="sweep YAML file")
     sweep.add_argument("--runs_dir", default=None, help="one folder per run goes here")
-    sweep.add_argument("--tasks", default=None, help="comma-separated task names")
+    sweep.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated task names; with a grid that names tasks, the ones of them to run",
+    )
     sweep.add_argument("--methods", default=None, help="comma-separated methods (one variant each)")
     sweep.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 1,2,3")
     sweep.add_argument(

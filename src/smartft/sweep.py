@@ -76,6 +76,29 @@ def _as_lists(grid: Any) -> dict[str, list[Any]]:
     return {str(k): list(v) if isinstance(v, list) else [v] for k, v in grid.items()}
 
 
+def _select_tasks(
+    grids: list[dict[str, list[Any]]], wanted: list[str]
+) -> list[dict[str, list[Any]]]:
+    """`--tasks` chooses among the tasks a sub-grid names, since its other values may have been
+    chosen for those tasks (a study's per-task rows); a sub-grid that names none runs the given
+    tasks. `--grid task_name=...` replaces a sub-grid's tasks instead."""
+    out = []
+    for grid in grids:
+        named = grid.get("task_name")
+        kept = wanted if named is None else [t for t in named if t in wanted]
+        if kept:
+            out.append({**grid, "task_name": kept})
+    missing = [t for t in wanted if not any(t in g["task_name"] for g in out)]
+    if missing:
+        offered = sorted({str(t) for g in grids for t in g.get("task_name", [])})
+        raise ConfigError(
+            f"sweep: --tasks {','.join(missing)}: the sweep file's grid names only "
+            f"{', '.join(offered)}, and --tasks chooses among them (--grid task_name=... "
+            "replaces them)"
+        )
+    return out
+
+
 def build(
     data: dict[str, Any],
     *,
@@ -86,7 +109,8 @@ def build(
     sets: list[str] | None = None,
     grids: list[str] | None = None,
 ) -> Sweep:
-    """Merge a sweep file with command-line additions (which win, in every sub-grid).
+    """Merge a sweep file with command-line additions (which win, in every sub-grid, except
+    that `--tasks` chooses among the tasks a sub-grid names).
 
     `grid` is a mapping, or a list of mappings run one after the other; a sub-grid may name
     the variants it runs under the key `variants` (default: all).
@@ -107,7 +131,7 @@ def build(
             raise ConfigError(f"--grid expects key=v1,v2,..., got {item!r}")
         extra[key.strip()] = [parse_value(v) for v in values.split(",")]
     if tasks:
-        extra["task_name"] = tasks.split(",")
+        sub_grids = _select_tasks(sub_grids, tasks.split(","))
     if seeds:
         extra["seed"] = [int(s) for s in seeds.split(",")]
     if methods:
