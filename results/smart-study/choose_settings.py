@@ -3,7 +3,10 @@ set, dev untouched), picks each method's settings per task, and writes
 
 - results/smart-study/selected.md: every selection run's score and the choice, and
 - results/smart-study/final.yaml: 5 seeds on dev at the chosen settings, the ablation at SMART's
-  choice (R_s only, Bregman only, both, the fast mode) and the low-resource rows.
+  choice (R_s only, Bregman only, both, the fast mode) and the low-resource rows, for each task
+  whose selection is complete (a task's choice depends on its own runs only, so its phase 2 can
+  start while another task's selection still runs; the file grows as tasks complete, and the
+  sweep skips the runs already finished).
 
 The choice is the best held-out score; a tie goes to the cheaper setting (fewer epochs, then the
 smaller learning rate, then the smaller lambda). Run from the repository root:
@@ -28,6 +31,13 @@ SEEDS = [1, 2, 3, 4, 5]
 GRID = {"plain": 4, "smart": 8}  # settings per task in the selection grid
 SHORT_RUN = {"bregman_start": 0.1, "bregman_horizon": 0.1, "bregman_dropout": "replay"}
 LOW_RESOURCE = {"train_fraction": [0.1], "max_steps": [300]}  # updates, not epochs
+
+
+class PlainDumper(yaml.SafeDumper):
+    """Writes every value out in full: no `&id001` anchors, since people read final.yaml."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def parse(setting: str) -> dict[str, Any]:
@@ -75,7 +85,9 @@ def selected_table(records: list[Record], chosen: dict[Any, Any]) -> str:
     return "\n".join(rows)
 
 
-def final_config(chosen: dict[tuple[str, str], tuple[dict[str, Any], float]]) -> dict[str, Any]:
+def final_config(
+    chosen: dict[tuple[str, str], tuple[dict[str, Any], float]], tasks: list[str]
+) -> dict[str, Any]:
     selection = yaml.safe_load((ROOT / "selection-a.yaml").read_text(encoding="utf-8"))
     base = {k: v for k, v in selection["base"].items() if k != "holdout_fraction"}
     variants = {
@@ -96,7 +108,7 @@ def final_config(chosen: dict[tuple[str, str], tuple[dict[str, Any], float]]) ->
         return {"task_name": [task], "seed": SEEDS, "variants": names, **axes}
 
     grid: list[dict[str, Any]] = []
-    for task in TASKS:
+    for task in tasks:
         plain, _ = chosen[(task, "plain")]
         smart, _ = chosen[(task, "smart")]
         lam = [smart["smart_lambda"]]
@@ -120,12 +132,18 @@ def final_config(chosen: dict[tuple[str, str], tuple[dict[str, Any], float]]) ->
 def main() -> None:
     records = collect(ROOT / "selection")
     chosen = choose(records)
+    finished = {
+        (task, variant): sum(r.task == task and r.variant == variant for r in records)
+        for task in TASKS
+        for variant in GRID
+    }
     missing = [
-        f"{task}/{variant}: {sum(r.task == task and r.variant == variant for r in records)} of {n}"
+        f"{task}/{variant}: {finished[task, variant]} of {n}"
         for task in TASKS
         for variant, n in GRID.items()
-        if sum(r.task == task and r.variant == variant for r in records) < n
+        if finished[task, variant] < n
     ]
+    complete = [t for t in TASKS if all(finished[t, v] >= n for v, n in GRID.items())]
     lines = [
         "# SMART study, phase 1: settings chosen on held-out training data",
         "",
@@ -140,13 +158,20 @@ def main() -> None:
     (ROOT / "selected.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {ROOT / 'selected.md'}")
     if missing:
-        print("selection incomplete, final.yaml not written: " + "; ".join(missing))
+        print("selection incomplete: " + "; ".join(missing))
+    if not complete:
+        print("no task's selection is complete; final.yaml not written")
         return
+    waiting = [t for t in TASKS if t not in complete]
     header = (
         "# Written by results/smart-study/choose_settings.py from the selection runs.\n"
         "# Phase 2 of the SMART study: 5 seeds on dev at each method's chosen settings.\n"
     )
-    text = header + yaml.safe_dump(final_config(chosen), sort_keys=False, width=100)
+    if waiting:
+        header += f"# Tasks still in selection, added when it completes: {', '.join(waiting)}\n"
+    text = header + yaml.dump(
+        final_config(chosen, complete), Dumper=PlainDumper, sort_keys=False, width=100
+    )
     (ROOT / "final.yaml").write_text(text, encoding="utf-8")
     print(f"wrote {ROOT / 'final.yaml'}")
 

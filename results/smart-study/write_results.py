@@ -35,11 +35,12 @@ ABLATION = ("smart-rs-only", "smart-bregman-only", "smart-fast")
 def progress(config: Path) -> str:
     """ "k of n runs" for one sweep file ("not written yet" before choose_settings.py makes it)."""
     if not config.is_file():
-        return "not written yet (choose_settings.py writes it once phase 1 is complete)"
+        return "not written yet (choose_settings.py writes it as tasks complete phase 1)"
     sweep = build(from_file(str(config)))
     runs = expand(sweep)
     done = sum(is_done(sweep.runs_dir / run.name) for run in runs)
-    return f"{done} of {len(runs)} runs finished"
+    tasks = sorted({run.axes["task"] for run in runs}, key=TASKS.index)
+    return f"{done} of {len(runs)} runs finished (tasks: {', '.join(tasks)})"
 
 
 def records_of(folder: Path) -> list[Record]:
@@ -232,7 +233,7 @@ def main() -> None:
             ""
             if complete
             else "**Incomplete**: the choices below are among the finished runs "
-            "only, and phase 2 waits for all of them. "
+            "only; a task's phase 2 starts once all its selection runs have finished. "
         ),
         "",
         selected_table(selection, chosen) if selection else "No selection run has finished.",

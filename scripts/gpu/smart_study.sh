@@ -10,14 +10,15 @@
 # 1. the selection grid (selection-a.yaml, selection-b.yaml), one sweep per task x learning rate x
 #    epochs (8 at a time per half, 16 in all; finished runs, the committed ones included, are skipped);
 #    and the radius grid (radius.yaml) beside it;
-# 2. choose_settings.py writes final.yaml once the selection is complete;
-# 3. the final grid, one sweep per task x seed, until the time runs out (a run cut off is
+# 2. choose_settings.py writes final.yaml for each task whose selection is complete;
+# 3. the final grid of those tasks, one sweep per task x seed, until the time runs out (a run cut off is
 #    cleared and started again by the next sweep; only finished runs are committed).
 # The runs load MiniLM saved in float16 (the 64 MiB carry limit) into float32 weights: a start
 # within float16 rounding (~5e-4 relative) of the CPU runs', recorded in each run's config.yaml.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export PYTHONPATH=.gpu/study-src/src OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+# The sweeps: this checkout's driver, the frozen code in every run (results/sweep_frozen.sh).
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 PYTHON=${PYTHON:-python3}
 [ -d .gpu/study-src/src ] || { echo "run scripts/gpu/prepare.sh first" >&2; exit 2; }
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 BUDGET=${BUDGET:-540}  # seconds for the whole script, inside the device call's limit
@@ -29,7 +30,7 @@ common=(--set data_dir=.gpu/glue --set model_name_or_path=.gpu/minilm ${SWEEP_FL
 shards() {  # $1: sweep file, then the --tasks / --grid / --seeds arguments of each shard, one per line
   local config=$1; shift
   printf '%s\n' "$@" | xargs -P 8 -I{} bash -c \
-    "timeout $(left) python3 -m smartft.cli sweep --config $config ${common[*]} {} \
+    "timeout $(left) bash results/sweep_frozen.sh .gpu/study-src $config ${common[*]} {} \
        >> \"$OUT/sweeps.log\" 2>&1 || true"
 }
 
@@ -41,10 +42,11 @@ shards results/smart-study/selection-a.yaml "${selection[@]}" "${selection[@]//r
 shards results/smart-study/selection-b.yaml "${selection[@]//rte/stsb}" "${selection[@]//rte/cola}" &
 shards results/smart-study/radius.yaml "--tasks cola" "--tasks rte" &
 wait
-python3 results/smart-study/choose_settings.py | tee "$OUT/choose.log"
+PYTHONPATH=src "$PYTHON" results/smart-study/choose_settings.py | tee "$OUT/choose.log"
 if [ -f results/smart-study/final.yaml ] && [ "$(left)" -gt 60 ]; then
   final=()
-  for task in rte mrpc stsb cola; do for seed in 1 2 3 4 5; do
+  tasks=$(PYTHONPATH=src "$PYTHON" -c 'import yaml; grid = yaml.safe_load(open("results/smart-study/final.yaml"))["grid"]; print(*dict.fromkeys(t for g in grid for t in g["task_name"]))')
+  for task in $tasks; do for seed in 1 2 3 4 5; do
     final+=("--tasks $task --seeds $seed")
   done; done
   shards results/smart-study/final.yaml "${final[@]}"
