@@ -195,7 +195,8 @@ def main() -> None:
         "`worse` when the interval excludes 0, `tie` otherwise.",
         "3. **The ablation** at SMART's chosen settings, the same 5 seeds: R_s only "
         "(`bregman_mu 0`), the Bregman teacher only (`smart_lambda 0`), both, and the fast mode "
-        "(each term on a random quarter of the batch).",
+        "(each term on a random quarter of the batch; its teacher runs under its own dropout "
+        "masks, since replaying the student's masks needs the whole batch).",
         "4. **Low-resource rows**: 10 % of the training set and a budget counted in updates "
         "(300), not epochs, at each method's chosen learning rate.",
         "",
