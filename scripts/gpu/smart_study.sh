@@ -45,8 +45,7 @@ wait
 PYTHONPATH=src "$PYTHON" results/smart-study/choose_settings.py | tee "$OUT/choose.log"
 if [ -f results/smart-study/final.yaml ] && [ "$(left)" -gt 60 ]; then
   final=()
-  tasks=$(PYTHONPATH=src "$PYTHON" -c 'import yaml; grid = yaml.safe_load(open("results/smart-study/final.yaml"))["grid"]; print(*dict.fromkeys(t for g in grid for t in g["task_name"]))')
-  for task in $tasks; do for seed in 1 2 3 4 5; do
+  for task in rte mrpc stsb cola; do for seed in 1 2 3 4 5; do  # a task not in it yet: exit 2 at once
     final+=("--tasks $task --seeds $seed")
   done; done
   shards results/smart-study/final.yaml "${final[@]}"
