@@ -142,10 +142,12 @@ def phase2(records: list[Record]) -> list[str]:
         markdown(main),
         "## Phase 2: the ablation against full SMART (paired by seed)",
         "",
-        markdown([c for c in versus_smart if c.variant in ABLATION], baseline="smart"),
+        markdown([c for c in versus_smart if c.variant in ABLATION], baseline="smart")
+        or "No ablation run has finished yet.\n",
         "## Phase 2: low-resource rows (10 % of the training set, 300 updates)",
         "",
-        markdown([c for c in cells if c.setting == LOW_RESOURCE]),
+        markdown([c for c in cells if c.setting == LOW_RESOURCE])
+        or "No low-resource run has finished yet.\n",
         "## Phase 2: how far each method fitted the training data",
         "",
         "Mean task loss over the last 10 % of the logged updates, median over seeds:",
