@@ -151,7 +151,9 @@ def main() -> None:
         "`results/smart-study/selection` (10 % of each training set held out, seed 1; dev is "
         "not read). The best held-out score wins; ties go to the cheaper setting.",
         "",
-        ("**Incomplete:** " + "; ".join(missing) + " runs finished.") if missing else "",
+        ("**Incomplete:** " + "; ".join(missing) + " runs finished.")
+        if missing
+        else "**Complete:** every selection run has finished.",
         "",
         selected_table(records, chosen),
     ]
