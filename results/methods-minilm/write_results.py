@@ -10,6 +10,7 @@ then. Run from the repository root during or after the sweeps:
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from collections import Counter
@@ -125,6 +126,21 @@ def summary_table(cells: list[Cell]) -> str:
     return "\n".join(rows)
 
 
+def fit_table(records: list[Record]) -> str:
+    """How far each run fitted its training data, from its metrics.jsonl: the last logged task
+    loss and, for FreeLB, its adversarial excess (mean perturbed loss minus the clean one) at
+    its first and last logged update."""
+    rows = ["| run | last logged task loss | `loss_freelb` first → last |", "|---|---|---|"]
+    for record in sorted(records, key=lambda r: str(r.folder)):
+        lines = (record.folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        train = [e for e in map(json.loads, lines) if e["event"] == "train"]
+        excess = [e["loss_freelb"] for e in train if "loss_freelb" in e]
+        shown = f"{excess[0]:.4f} → {excess[-1]:.4f}" if excess else ""
+        name = record.folder.relative_to(Path("results"))
+        rows.append(f"| {name} | {train[-1]['task_loss']:.3f} | {shown} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     records, pairs, finished, planned = chosen_records()
     baselines = [
@@ -206,6 +222,10 @@ def main() -> None:
         "The same runs, each compared with SMART, paired by seed (`--baseline smart`):",
         "",
         versus_smart,
+        "",
+        "## How far each run fitted the training data",
+        "",
+        fit_table(records),
         "",
         "## Every finished run",
         "",
