@@ -28,7 +28,7 @@ from smartft.report import (
     summarize,
     verdict,
 )
-from smartft.sweep import build, expand, run_all
+from smartft.sweep import build, claim, expand, run_all
 
 from .test_engine import cli
 
@@ -416,3 +416,95 @@ def test_tasks_flag_chooses_among_a_grids_per_task_rows() -> None:
     assert [r.name for r in expand(build({"grid": {"seed": [1]}}, runs_dir="r", tasks="rte"))] == [
         "rte/plain/seed1"
     ]
+
+
+def test_variants_flag_chooses_among_the_files_variants() -> None:
+    """A study's final grid runs its headline variants first with `--variants plain,smart`; the
+    runs keep the folders (and options) the whole grid gives them, so the rest fills in later."""
+    data = {
+        "variants": {
+            "plain": {"method": "plain"},
+            "smart": {"method": "smart"},
+            "smart-fast": {"method": "smart", "smart_fraction": 0.25},
+        },
+        "grid": [
+            {"task_name": ["rte"], "seed": [1], "variants": ["plain"], "learning_rate": [5e-5]},
+            {"task_name": ["rte"], "seed": [1], "variants": ["smart-fast", "smart"]},
+            {"task_name": ["rte"], "seed": [2], "variants": ["smart-fast"]},
+            {"task_name": ["mrpc"], "seed": [1]},
+        ],
+    }
+    whole = {r.name: r.options for r in expand(build(data, runs_dir="r"))}
+    chosen = expand(build(data, runs_dir="r", only_variants="smart,plain"))
+    assert [r.name for r in chosen] == [
+        "rte/learning_rate=5e-05/plain/seed1",
+        "rte/smart/seed1",
+        "mrpc/plain/seed1",
+        "mrpc/smart/seed1",
+    ]
+    assert all(whole[r.name] == r.options for r in chosen)
+    with pytest.raises(ConfigError, match=r"--variants smart-slow: .* defines only plain, smart,"):
+        build(data, runs_dir="r", only_variants="smart,smart-slow")
+    with pytest.raises(ConfigError, match=r"--methods .* or --variants"):
+        build(data, runs_dir="r", methods="plain", only_variants="plain")
+
+
+def test_a_run_another_sweep_holds_or_has_finished_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = build({}, runs_dir=str(tmp_path), tasks="rte", methods="plain", seeds="1,2,3")
+    runs = expand(sweep)
+    calls: list[str] = []
+
+    def fake_call(cmd: list[str], log: object) -> int:
+        folder = Path(cmd[cmd.index("--output_dir") + 1])
+        calls.append(folder.name)
+        (folder / "all_results.json").write_text("{}")
+        if folder.name == "seed2":  # meanwhile another sweep finishes seed3
+            (tmp_path / "rte/plain/seed3").mkdir(parents=True)
+            (tmp_path / "rte/plain/seed3/all_results.json").write_text("{}")
+        return 0
+
+    monkeypatch.setattr("smartft.sweep.run_child", fake_call)
+    with claim(tmp_path, "rte/plain/seed1") as free:  # another sweep is running seed1
+        assert free
+        assert run_all(sweep, runs, dry_run=True) == 0
+        assert "rte/plain/seed1 (another sweep is running it)" in capsys.readouterr().out
+        assert run_all(sweep, runs) == 0
+    assert calls == ["seed2"]
+    out = capsys.readouterr().out
+    assert "seed1: another sweep has taken it" in out and "seed3: another sweep has taken it" in out
+    assert run_all(sweep, runs) == 0 and calls == ["seed2", "seed1"]  # released: seed1 runs
+
+
+def test_concurrent_sweeps_over_one_grid_run_each_run_once(tmp_path: Path) -> None:
+    """Two sweep processes over the same six runs (as on a machine with a core or a GPU process
+    per sweep): every run trains exactly once, and together they finish the grid."""
+    starts = tmp_path / "starts.log"
+    fake_python = tmp_path / "fake-python"  # stands in for `python -m smartft.cli train ...`
+    fake_python.write_text(
+        "#!/bin/sh\n"
+        'while [ "$1" != --output_dir ]; do shift; done\n'
+        f'echo "$2" >> {starts}\n'
+        "sleep 0.3\n"
+        "echo '{}' > \"$2/all_results.json\"\n"
+    )
+    fake_python.chmod(0o755)
+    script = tmp_path / "sweep.py"
+    script.write_text(
+        "import sys\n"
+        "from smartft.sweep import build, expand, run_all\n"
+        f"sys.executable = {str(fake_python)!r}\n"
+        f"sweep = build({{}}, runs_dir={str(tmp_path / 'runs')!r}, tasks='rte,mrpc',\n"
+        "              methods='plain', seeds='1,2,3')\n"
+        "sys.exit(run_all(sweep, expand(sweep)))\n"
+    )
+    sweeps = [subprocess.Popen([sys.executable, str(script)]) for _ in range(2)]
+    try:
+        assert [s.wait(timeout=120) for s in sweeps] == [0, 0]
+    finally:
+        for s in sweeps:
+            s.kill()
+    started = starts.read_text().split()
+    assert len(started) == 6 and len(set(started)) == 6
+    assert len(list((tmp_path / "runs").glob("*/plain/seed*/all_results.json"))) == 6

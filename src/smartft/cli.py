@@ -187,8 +187,9 @@ def _add_sweep(commands: Any) -> None:
         "sweep",
         help="run a grid of tasks x methods x seeds (resumable)",
         description="Runs one after another; finished runs are skipped, an interrupted one "
-        "continues from its newest complete checkpoint (or starts again if it wrote none). Grid "
-        "from a YAML file (runs_dir, base, variants, grid) and/or flags.",
+        "continues from its newest complete checkpoint (or starts again if it wrote none); several "
+        "sweeps over one grid share its runs (each run is locked). Grid from a YAML file "
+        "(runs_dir, base, variants, grid) and/or flags.",
     )
     sweep.add_argument("--config", default=None, help="sweep YAML file")
     sweep.add_argument("--runs_dir", default=None, help="one folder per run goes here")
@@ -198,6 +199,11 @@ def _add_sweep(commands: Any) -> None:
         help="comma-separated task names; with a grid that names tasks, the ones of them to run",
     )
     sweep.add_argument("--methods", default=None, help="comma-separated methods (one variant each)")
+    sweep.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated variants of the sweep file, the ones of them to run",
+    )
     sweep.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 1,2,3")
     sweep.add_argument(
         "--set",
@@ -338,6 +344,7 @@ def _sweep(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         tasks=args.tasks,
         methods=args.methods,
+        only_variants=args.variants,
         seeds=args.seeds,
         sets=args.set,
         grids=args.grid,

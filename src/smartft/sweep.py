@@ -7,10 +7,15 @@ started again. Each run is a `smartft train` subprocess (its memory is returned 
 crash stops only that run) whose options are written to the run folder as `run-options.yaml`, its
 grid coordinates as `sweep.yaml`. A finished run that saves no model (`save_model: false`) keeps
 no checkpoint either: they were there only to survive an interruption.
+
+Several sweeps may work through the same grid at once (one per core, or per GPU process): a run is
+taken under an exclusive lock (`RUNS_DIR/.locks/RUN.lock`, an OS lock that dies with the process
+holding it, so a killed sweep leaves nothing stale), and a sweep skips the runs another one holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import signal
@@ -18,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -28,7 +34,13 @@ from smartft.checkpoint import PREFIX, complete_checkpoints
 from smartft.config import load_yaml, resolve, write_yaml
 from smartft.errors import ConfigError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, so give concurrent sweeps disjoint --tasks
+    fcntl = None  # type: ignore[assignment]
+
 SWEEP_FILE = "sweep.yaml"
+LOCKS = ".locks"
 KEYS = ("runs_dir", "base", "variants", "grid")
 
 
@@ -99,18 +111,39 @@ def _select_tasks(
     return out
 
 
+def _select_variants(
+    sub_grids: list[dict[str, list[Any]]], variants: dict[str, Any], chosen: list[str]
+) -> list[dict[str, list[Any]]]:
+    """`--variants` runs only the named variants of the file, each sub-grid keeping its own
+    settings and order (e.g. a study's headline methods first, its ablations later); a sub-grid
+    left with none of them is dropped."""
+    unknown = [v for v in chosen if v not in variants]
+    if unknown:
+        raise ConfigError(
+            f"sweep: --variants {','.join(unknown)}: the sweep file defines only "
+            f"{', '.join(variants) or 'none'}"
+        )
+    kept = []
+    for grid in sub_grids:
+        names = [v for v in grid.get("variants") or list(variants) if v in chosen]
+        if names:
+            kept.append({**grid, "variants": names})
+    return kept
+
+
 def build(
     data: dict[str, Any],
     *,
     runs_dir: str | None = None,
     tasks: str | None = None,
     methods: str | None = None,
+    only_variants: str | None = None,
     seeds: str | None = None,
     sets: list[str] | None = None,
     grids: list[str] | None = None,
 ) -> Sweep:
     """Merge a sweep file with command-line additions (which win, in every sub-grid, except
-    that `--tasks` chooses among the tasks a sub-grid names).
+    that `--tasks` and `--variants` choose among the tasks and variants the file names).
 
     `grid` is a mapping, or a list of mappings run one after the other; a sub-grid may name
     the variants it runs under the key `variants` (default: all).
@@ -134,10 +167,14 @@ def build(
         sub_grids = _select_tasks(sub_grids, tasks.split(","))
     if seeds:
         extra["seed"] = [int(s) for s in seeds.split(",")]
+    if methods and only_variants:
+        raise ConfigError("sweep: give --methods (new variants) or --variants (the file's ones)")
     if methods:
         variants = {m: {"method": m} for m in methods.split(",")}
         for grid in sub_grids:
             grid.pop("variants", None)
+    if only_variants:
+        sub_grids = _select_variants(sub_grids, variants, only_variants.split(","))
     if not variants:
         variants = {str(base.get("method", "plain")): {}}
     sub_grids = [{**grid, **extra} for grid in sub_grids]
@@ -271,8 +308,31 @@ def drop_checkpoints(folder: Path) -> None:
             shutil.rmtree(path)
 
 
+@contextlib.contextmanager
+def claim(runs_dir: Path, name: str) -> Iterator[bool]:
+    """Hold the run's lock for the block; yields False, without waiting, when another sweep holds
+    it. The OS releases the lock when its holder ends, however it ends; the empty lock file stays
+    (removing it would let a sweep that opened it just before lock a file no other sweep sees)."""
+    if fcntl is None:
+        yield True
+        return
+    path = runs_dir / LOCKS / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
-    """Run what is not finished yet; returns the number of failed runs."""
+    """Run what is not finished yet and no other sweep is running; returns the number of failed
+    runs."""
     todo = [r for r in runs if not is_done(sweep.runs_dir / r.name)]
     print(
         f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already finished, "
@@ -281,36 +341,48 @@ def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
     )
     if dry_run:
         for run in todo:
-            resume = resumable(sweep.runs_dir / run.name, run)
-            print(f"  {run.name}" + (f" (resumes from {resume.name})" if resume else ""))
+            with claim(sweep.runs_dir, run.name) as free:
+                resume = resumable(sweep.runs_dir / run.name, run)
+            note = f" (resumes from {resume.name})" if resume else ""
+            print(f"  {run.name}" + (note if free else " (another sweep is running it)"))
         return 0
-    failed, spent = 0, []
+    spent: list[float] = []  # seconds per run this sweep ran, for its ETA
+    failed = 0
     for index, run in enumerate(todo, start=1):
-        folder = sweep.runs_dir / run.name
-        spec = folder / "run-options.yaml"
-        resume = resumable(folder, run)
-        if resume is None:
-            if folder.exists():  # interrupted before its first checkpoint: start afresh
-                shutil.rmtree(folder)
-            folder.mkdir(parents=True)
-            write_yaml(folder / SWEEP_FILE, run.axes)  # the run's grid coordinates, for the report
-            write_yaml(spec, run.options)
-        command = [sys.executable, "-m", "smartft.cli", "train", "--config", str(spec)]
-        command += ["--output_dir", str(folder), "--overwrite_output_dir", "--disable_tqdm"]
-        if resume is not None:
-            command += ["--resume_from_checkpoint", "auto"]
-        started = time.perf_counter()
-        with (folder / "train.log").open("a" if resume else "w", encoding="utf-8") as log:
-            code = run_child(command, log)
-        spent.append(time.perf_counter() - started)
-        eta = _duration(sum(spent) / len(spent) * (len(todo) - index))
-        if code == 0 and is_done(folder):
-            status = f"done in {_duration(spent[-1])}"
-            status += f" (resumed from {resume.name})" if resume else ""
-            if not run.options.get("save_model", True):
-                drop_checkpoints(folder)
-        else:
-            failed += 1
-            status = f"FAILED (exit {code}; see {folder / 'train.log'})"
-        print(f"[{index}/{len(todo)}] {run.name}: {status}; ETA {eta}", flush=True)
+        with claim(sweep.runs_dir, run.name) as free:
+            if not free or is_done(sweep.runs_dir / run.name):
+                print(f"[{index}/{len(todo)}] {run.name}: another sweep has taken it", flush=True)
+                continue
+            code, line = _run_one(sweep, run, spent, len(todo) - index)
+        failed += code
+        print(f"[{index}/{len(todo)}] {run.name}: {line}", flush=True)
     return failed
+
+
+def _run_one(sweep: Sweep, run: Run, spent: list[float], left: int) -> tuple[int, str]:
+    """One run, started or resumed, to its end: 0 or 1 (failed) and the sweep's line for it."""
+    folder = sweep.runs_dir / run.name
+    spec = folder / "run-options.yaml"
+    resume = resumable(folder, run)
+    if resume is None:
+        if folder.exists():  # interrupted before its first checkpoint: start afresh
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        write_yaml(folder / SWEEP_FILE, run.axes)  # the run's grid coordinates, for the report
+        write_yaml(spec, run.options)
+    command = [sys.executable, "-m", "smartft.cli", "train", "--config", str(spec)]
+    command += ["--output_dir", str(folder), "--overwrite_output_dir", "--disable_tqdm"]
+    if resume is not None:
+        command += ["--resume_from_checkpoint", "auto"]
+    started = time.perf_counter()
+    with (folder / "train.log").open("a" if resume else "w", encoding="utf-8") as log:
+        code = run_child(command, log)
+    spent.append(time.perf_counter() - started)
+    eta = f"; ETA {_duration(sum(spent) / len(spent) * left)}"
+    if code == 0 and is_done(folder):
+        status = f"done in {_duration(spent[-1])}"
+        status += f" (resumed from {resume.name})" if resume else ""
+        if not run.options.get("save_model", True):
+            drop_checkpoints(folder)
+        return 0, status + eta
+    return 1, f"FAILED (exit {code}; see {folder / 'train.log'})" + eta
