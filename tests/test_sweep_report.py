@@ -466,6 +466,8 @@ def test_a_run_another_sweep_holds_or_has_finished_is_skipped(
         return 0
 
     monkeypatch.setattr("smartft.sweep.run_child", fake_call)
+    assert run_all(sweep, runs, dry_run=True) == 0
+    assert not (tmp_path / ".locks").exists()  # a dry run writes nothing
     with claim(tmp_path, "rte/plain/seed1") as free:  # another sweep is running seed1
         assert free
         assert run_all(sweep, runs, dry_run=True) == 0

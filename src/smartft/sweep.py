@@ -330,6 +330,14 @@ def claim(runs_dir: Path, name: str) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _held_elsewhere(runs_dir: Path, name: str) -> bool:
+    """For `--dry_run`, which writes nothing: a run no sweep has locked has no lock file."""
+    if fcntl is None or not (runs_dir / LOCKS / f"{name}.lock").is_file():
+        return False
+    with claim(runs_dir, name) as free:
+        return not free
+
+
 def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
     """Run what is not finished yet and no other sweep is running; returns the number of failed
     runs."""
@@ -341,10 +349,10 @@ def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
     )
     if dry_run:
         for run in todo:
-            with claim(sweep.runs_dir, run.name) as free:
-                resume = resumable(sweep.runs_dir / run.name, run)
+            resume = resumable(sweep.runs_dir / run.name, run)
             note = f" (resumes from {resume.name})" if resume else ""
-            print(f"  {run.name}" + (note if free else " (another sweep is running it)"))
+            taken = _held_elsewhere(sweep.runs_dir, run.name)
+            print(f"  {run.name}" + (" (another sweep is running it)" if taken else note))
         return 0
     spent: list[float] = []  # seconds per run this sweep ran, for its ETA
     failed = 0
