@@ -171,20 +171,27 @@ def test_a_killed_sweep_run_resumes_to_the_uninterrupted_result(
         assert not list((runs / "rte/smart/seed1").glob("*checkpoint-*"))
 
 
-def test_stopping_the_sweep_stops_its_training_child(tmp_path: Path) -> None:
-    """SIGTERM reaches only the sweep process; its `smartft train` child must not train on."""
-    pid_file = tmp_path / "child.pid"
-    fake_python = tmp_path / "fake-python"  # stands in for `python -m smartft.cli train ...`
-    fake_python.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+def sweep_script(tmp_path: Path, child: str, build_args: str) -> Path:
+    """A Python script running a sweep of plain runs whose `python -m smartft.cli train ...`
+    children are the shell script `child` (its arguments: the train command line)."""
+    fake_python = tmp_path / "fake-python"
+    fake_python.write_text("#!/bin/sh\n" + child)
     fake_python.chmod(0o755)
     script = tmp_path / "sweep.py"
     script.write_text(
         "import sys\n"
         "from smartft.sweep import build, expand, run_all\n"
         f"sys.executable = {str(fake_python)!r}\n"
-        f"sweep = build({{}}, runs_dir={str(tmp_path / 'runs')!r}, tasks='rte', methods='plain')\n"
-        "run_all(sweep, expand(sweep))\n"
+        f"sweep = build({{}}, runs_dir={str(tmp_path / 'runs')!r}, methods='plain', {build_args})\n"
+        "sys.exit(run_all(sweep, expand(sweep)))\n"
     )
+    return script
+
+
+def test_stopping_the_sweep_stops_its_training_child(tmp_path: Path) -> None:
+    """SIGTERM reaches only the sweep process; its `smartft train` child must not train on."""
+    pid_file = tmp_path / "child.pid"
+    script = sweep_script(tmp_path, f"echo $$ > {pid_file}\nexec sleep 60\n", "tasks='rte'")
     sweep = subprocess.Popen([sys.executable, str(script)])
     child = 0
     try:
@@ -483,24 +490,13 @@ def test_concurrent_sweeps_over_one_grid_run_each_run_once(tmp_path: Path) -> No
     """Two sweep processes over the same six runs (as on a machine with a core or a GPU process
     per sweep): every run trains exactly once, and together they finish the grid."""
     starts = tmp_path / "starts.log"
-    fake_python = tmp_path / "fake-python"  # stands in for `python -m smartft.cli train ...`
-    fake_python.write_text(
-        "#!/bin/sh\n"
+    child = (
         'while [ "$1" != --output_dir ]; do shift; done\n'
         f'echo "$2" >> {starts}\n'
         "sleep 0.3\n"
         "echo '{}' > \"$2/all_results.json\"\n"
     )
-    fake_python.chmod(0o755)
-    script = tmp_path / "sweep.py"
-    script.write_text(
-        "import sys\n"
-        "from smartft.sweep import build, expand, run_all\n"
-        f"sys.executable = {str(fake_python)!r}\n"
-        f"sweep = build({{}}, runs_dir={str(tmp_path / 'runs')!r}, tasks='rte,mrpc',\n"
-        "              methods='plain', seeds='1,2,3')\n"
-        "sys.exit(run_all(sweep, expand(sweep)))\n"
-    )
+    script = sweep_script(tmp_path, child, "tasks='rte,mrpc', seeds='1,2,3'")
     sweeps = [subprocess.Popen([sys.executable, str(script)]) for _ in range(2)]
     try:
         assert [s.wait(timeout=120) for s in sweeps] == [0, 0]
