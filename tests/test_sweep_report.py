@@ -282,6 +282,32 @@ def test_runs_table_marks_a_resumed_runs_partial_wall_time(tmp_path: Path) -> No
     assert rows[4].startswith("| rte/plain/seed3 | accuracy 0.8000 | 1.0 min | ")
 
 
+def test_median_run_time_leaves_out_runs_whose_whole_time_is_unknown(tmp_path: Path) -> None:
+    """A run resumed by code that did not record the time before its resume knows only its last
+    part: counting it understated a method's median run time (FreeLB's RTE runs, all resumed,
+    read 43 min)."""
+    for seed, runtime, extra in (
+        (1, 60.0, {}),
+        (2, 10.0, {"resumed_from": "x/checkpoint-8"}),  # only the part after the resume
+        (3, 120.0, {"resumed_from": "x/checkpoint-8", "train_runtime_before_resume_s": 90.0}),
+    ):
+        fake_run(tmp_path, "rte", "plain", seed, 0.6)
+        fake_run(tmp_path, "rte", "freelb", seed, 0.5)
+        for variant in ("plain", "freelb"):
+            path = tmp_path / "rte" / variant / f"seed{seed}" / "all_results.json"
+            results = {**json.loads(path.read_text()), "train_runtime_s": runtime}
+            if variant == "plain" or seed == 2:
+                results.update(extra)
+            else:
+                results.update({"resumed_from": "x/checkpoint-4"})  # every seed resumed
+            path.write_text(json.dumps(results))
+    cells = {c.variant: c for c in summarize(collect(tmp_path))}
+    assert cells["plain"].runtime_s == 90.0  # seeds 1 and 3; seed 2's 10 s is a part
+    assert math.isnan(cells["freelb"].runtime_s)
+    text = markdown(list(cells.values()))
+    assert "|  | 1.5 min |" in text and "| worse | – |" in text
+
+
 def test_report_joins_several_runs_folders(tmp_path: Path) -> None:
     """New methods' runs reported against an earlier study's plain runs, paired by seed."""
     study, methods = tmp_path / "study", tmp_path / "methods"

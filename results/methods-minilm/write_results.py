@@ -26,6 +26,7 @@ from smartft.report import (
     Record,
     bootstrap_ci,
     collect_many,
+    minutes,
     runs_table,
     summarize,
     verdict,
@@ -118,11 +119,11 @@ def summary_table(cells: list[Cell]) -> str:
     for variant in [v for name in ORDER for v in (name, name + OLD) if v in shown]:
         columns = [c for task in TASKS for c in task_columns(task, variant)]
         times = " / ".join(
-            f"{by_key[(task, variant)].runtime_s / 60:.1f}" if (task, variant) in by_key else "–"
+            minutes(by_key[(task, variant)].runtime_s) if (task, variant) in by_key else "–"
             for task in TASKS
         )
         label = variant.replace("-", "_").replace("_(old_definition)", OLD)
-        rows.append(f"| {label} | {' | '.join(columns)} | {times} min |")
+        rows.append(f"| {label} | {' | '.join(columns)} | {times} |")
     return "\n".join(rows)
 
 
@@ -200,7 +201,9 @@ def main() -> None:
         "## Summary (the README's table)",
         "",
         "Dev accuracy median (min-max), mean paired difference from plain [95 % bootstrap "
-        "interval] and verdict, median wall time of a run:",
+        "interval] and verdict, median wall time of a run (over the seeds whose whole wall "
+        "time is known: a run the frozen code resumed records only the part after its last "
+        "resume; – where every seed was resumed):",
         "",
         summary_table(summarize(records)),
         "",

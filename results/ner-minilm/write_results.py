@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from smartft.report import Cell, Record, collect, markdown, runs_table, summarize, verdict
+from smartft.report import Cell, Record, collect, markdown, minutes, runs_table, summarize, verdict
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/ner-minilm")
@@ -68,7 +68,7 @@ def summary(records: list[Record]) -> str:
             f"| {cell.variant} | {len(cell.values)} | {columns(cell)} | "
             f"{precision_recall(records, 'eval', cell.variant)} | "
             f"{columns(tests[cell.variant])} | {precision_recall(records, 'test', cell.variant)} | "
-            f"{cell.runtime_s / 60:.0f} min |"
+            f"{minutes(cell.runtime_s, 0)} |"
         )
     return "\n".join(rows)
 

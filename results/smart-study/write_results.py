@@ -22,7 +22,17 @@ import torch
 import yaml
 from choose_settings import GRID, TASKS, choose, selected_table
 
-from smartft.report import Cell, Record, collect, markdown, plot, runs_table, summarize, verdict
+from smartft.report import (
+    Cell,
+    Record,
+    collect,
+    markdown,
+    minutes,
+    plot,
+    runs_table,
+    summarize,
+    verdict,
+)
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/smart-study")
@@ -70,7 +80,7 @@ def single_seed_table(records: list[Record], note: dict[str, str]) -> str:
         rows.append(
             f"| {r.task} | {r.variant}{note.get(r.variant, '')} | {r.metric} {r.value:.4f} | "
             f"{tail_mean(r, 'task_loss'):.3f} | {'–' if math.isnan(rs) else f'{rs:.2e}'} | "
-            f"{r.runtime_s / 60:.0f} min |"
+            f"{'≥ ' if r.runtime_partial else ''}{minutes(r.runtime_s, 0)} |"
         )
     return "\n".join(rows)
 
@@ -210,7 +220,10 @@ def main() -> None:
         "",
         f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, "
         f"torch {torch.__version__}, Python {platform.python_version()}; one thread per run, "
-        "two or three runs side by side, so wall times are comparable only within a phase.",
+        "two or three runs side by side, so wall times are comparable only within a phase. A run "
+        "the frozen code resumed records only the wall time after its last resume: the pilot and "
+        "radius tables show it as a lower bound (≥), the list of every run marks it, and the "
+        "median run times leave it out (– where every seed was resumed).",
         "",
         "```bash",
         "git worktree add ../study-src 857661d   # the code every run of the study uses",

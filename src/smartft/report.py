@@ -40,6 +40,8 @@ class Record:
     metric: str
     value: float
     runtime_s: float
+    # resumed by code that did not record the time before the resume: runtime_s is the last part
+    runtime_partial: bool = False
 
 
 @dataclass
@@ -57,7 +59,7 @@ class Cell:
     std: float
     min: float
     max: float
-    runtime_s: float
+    runtime_s: float  # median over the runs whose whole wall time is known (nan: none)
     diff_median: float | None = None
     diff_mean_paired: float | None = None
     ci_low: float | None = None
@@ -88,6 +90,8 @@ def collect(runs_dir: Path) -> list[Record]:
                 metric=metric,
                 value=math.nan if value is None else float(value),
                 runtime_s=float(results.get("train_runtime_s", math.nan)),
+                runtime_partial=bool(results.get("resumed_from"))
+                and results.get("train_runtime_before_resume_s") is None,
             )
         )
     return records
@@ -129,7 +133,9 @@ def summarize(records: list[Record], baseline: str = "plain") -> list[Cell]:
                 std=statistics.stdev(finite) if len(finite) > 1 else math.nan,
                 min=min(finite),
                 max=max(finite),
-                runtime_s=statistics.median(r.runtime_s for r in members),
+                runtime_s=statistics.median(
+                    [r.runtime_s for r in members if not r.runtime_partial] or [math.nan]
+                ),
             )
         )
     by_key = {(c.task, c.setting, c.variant): c for c in cells}
@@ -157,6 +163,12 @@ def _fmt(value: float | None, digits: int = 4, signed: bool = False) -> str:
     if value is None or math.isnan(value):
         return "–"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def minutes(seconds: float, digits: int = 1) -> str:
+    """A wall time in minutes; "–" where it is unknown (nan: e.g. every run resumed by code that
+    did not record the time before the resume)."""
+    return "–" if math.isnan(seconds) else f"{seconds / 60:.{digits}f} min"
 
 
 MIN_PAIRED_SEEDS = 3
@@ -198,7 +210,7 @@ def markdown(cells: list[Cell], baseline: str = "plain") -> str:
                 f"{_fmt(c.std)} | {_fmt(c.min)} | {_fmt(c.max)} | "
                 f"{_fmt(c.diff_median, signed=True)} | "
                 f"{_fmt(c.diff_mean_paired, signed=True)}{ci} | {_fmt(c.p_wilcoxon, 3)} | "
-                f"{verdict(c)} | {c.runtime_s / 60:.1f} min |"
+                f"{verdict(c)} | {minutes(c.runtime_s)} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -354,8 +366,7 @@ def runs_table(records: list[Record], root: Path) -> str:
         results = json.loads((record.folder / "all_results.json").read_text(encoding="utf-8"))
         name = record.folder.resolve().relative_to(root.resolve())
         resumed = results.get("resumed_from")
-        partial = resumed and results.get("train_runtime_before_resume_s") is None
-        part = f" (after resuming from {Path(resumed).name})" if partial else ""
+        part = f" (after resuming from {Path(resumed).name})" if record.runtime_partial else ""
         lines.append(
             f"| {name} | {record.metric} {record.value:.4f} | {record.runtime_s / 60:.1f} min"
             f"{part} | {results.get('step_time_median_s', math.nan):.3f} s |"
