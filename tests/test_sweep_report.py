@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -208,6 +209,34 @@ def test_stopping_the_sweep_stops_its_training_child(tmp_path: Path) -> None:
     finally:
         sweep.kill()
         if child:
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_sweep_stopped_while_its_child_starts_stops_the_child(tmp_path: Path) -> None:
+    """The SIGTERM handler used to be installed after the child had started: a SIGTERM in between
+    killed the sweep by default and left its child training (make test caught it under load)."""
+    pid_file = tmp_path / "child.pid"
+    script = tmp_path / "stop_at_start.py"
+    script.write_text(
+        "import os, signal, subprocess, sys\n"
+        "from smartft import sweep\n"
+        "start = subprocess.Popen\n"
+        "def starting(*args, **kwargs):\n"
+        "    child = start(*args, **kwargs)\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)  # stopped while the child starts\n"
+        "    return child\n"
+        "subprocess.Popen = starting\n"
+        "sys.exit(sweep.run_child(['sleep', '60'], open(os.devnull, 'w')))\n"
+    )
+    code = subprocess.run([sys.executable, str(script)], timeout=60).returncode
+    child = int(pid_file.read_text())
+    try:
+        assert code == 128 + signal.SIGTERM
+        with pytest.raises(ProcessLookupError):
+            os.kill(child, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
 
 

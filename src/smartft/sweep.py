@@ -266,21 +266,31 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run_child(cmd: list[str], log: IO[str]) -> int:
     """Run one `smartft train` to its end. If the sweep itself is stopped (Ctrl-C, or SIGTERM from
     `kill` or a job scheduler, which reaches only the sweep), the child is stopped as well rather
-    than left training into the run folder, where a restarted sweep would run it a second time."""
-    child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    than left training into the run folder, where a restarted sweep would run it a second time.
+
+    The handler is in place before the child starts (a SIGTERM in between killed the sweep and
+    orphaned the child), and a SIGTERM while the child is starting is acted on once it has
+    started, so that the child is never started and then forgotten."""
+    child: subprocess.Popen[bytes] | None = None
+    stopped: list[int] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        stopped.append(signum)
+        if child is not None:
+            raise SystemExit(128 + signum)
+
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
     try:
+        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        if stopped:
+            raise SystemExit(128 + stopped[0])
         return child.wait()
     finally:
-        if child.poll() is None:
+        if child is not None and child.poll() is None:
             child.terminate()
             child.wait()
         if main_thread:  # None: a handler set outside Python, which Python cannot reinstall
