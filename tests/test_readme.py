@@ -1,11 +1,14 @@
-"""Numbers on the front page come from a command: the test count it states is the suite's."""
+"""Numbers on the front page come from a command, and the options the docs name exist."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from smartft.cli import _parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +32,48 @@ def test_every_docs_page_the_readme_links_exists() -> None:
     text = (ROOT / "README.md").read_text()
     links = re.findall(r"\]\((docs/[\w-]+\.md)\)", text)
     assert links and all((ROOT / link).is_file() for link in links)
+
+
+# flags of other programs the docs show next to smartft's (torchrun, accelerate, pip, ruff, pytest)
+OTHER_PROGRAMS = {
+    "--check",
+    "--collect",
+    "--no",
+    "--cpu",
+    "--machine_rank",
+    "--main_process_ip",
+    "--master_addr",
+    "--master_port",
+    "--nnodes",
+    "--node_rank",
+    "--nproc_per_node",
+    "--num_machines",
+    "--num_processes",
+    "--standalone",
+    "--ratio",  # mt-dnn's name, quoted beside ours
+    "--torch_compile",  # named to say smartft has no such flag
+}
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    names: set[str] = set()
+    for action in parser._actions:
+        names.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                names |= _options(sub)
+    return names
+
+
+def test_every_option_the_docs_name_is_one_smartft_has() -> None:
+    """A renamed or removed flag must not live on in the README or docs/ (a user copies it)."""
+    known = _options(_parser())
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    stale = {
+        f"{page.name}: {flag}"
+        for page in pages
+        # `--smart_*` names a family of options, not one
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9_]*(?![\w*])", page.read_text())
+        if flag not in known and flag not in OTHER_PROGRAMS
+    }
+    assert not stale, sorted(stale)
