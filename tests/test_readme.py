@@ -37,8 +37,8 @@ def test_every_docs_page_the_readme_links_exists() -> None:
 # flags of other programs the docs show next to smartft's (torchrun, accelerate, pip, ruff, pytest)
 OTHER_PROGRAMS = {
     "--check",
-    "--collect",
-    "--no",
+    "--collect-only",
+    "--no-deps",
     "--cpu",
     "--machine_rank",
     "--main_process_ip",
@@ -73,7 +73,7 @@ def test_every_option_the_docs_name_is_one_smartft_has() -> None:
         f"{page.name}: {flag}"
         for page in pages
         # `--smart_*` names a family of options, not one
-        for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9_]*(?![\w*])", page.read_text())
+        for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*(?![\w*-])", page.read_text())
         if flag not in known and flag not in OTHER_PROGRAMS
     }
     assert not stale, sorted(stale)
