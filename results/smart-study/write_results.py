@@ -172,8 +172,15 @@ def phase2(records: list[Record]) -> list[str]:
 def main() -> None:
     selection = records_of(ROOT / "selection")
     chosen = choose(selection) if selection else {}
-    base = yaml.safe_load((ROOT / "selection-a.yaml").read_text(encoding="utf-8"))["base"]
-    settings = ", ".join(f"`{k}: {v}`" for k, v in base.items() if k != "save_model")
+    # "Fixed for every run" lists only what both phases share: the selection runs' holdout is
+    # phase 1's alone (protocol item 1), and the dev runs train on the whole training set.
+    base, final_base = (
+        yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))["base"]
+        for name in ("selection-a.yaml", "final.yaml")
+    )
+    settings = ", ".join(
+        f"`{k}: {v}`" for k, v in base.items() if k != "save_model" and final_base.get(k) == v
+    )
     complete = all(
         sum(r.task == t and r.variant == v for r in selection) >= n
         for t in TASKS
