@@ -86,9 +86,19 @@ def golden() -> dict[str, Any]:
     return json.loads(GOLDEN.read_text()) if GOLDEN.is_file() else {}
 
 
-def close(a: Any, b: Any) -> bool:
+def close(key: str, a: Any, b: Any) -> bool:
+    """Equal up to what the CPU, not the code, changes. Reductions are vectorised differently on
+    AVX2 and AVX-512 machines, so weights can differ in the last bits; a quantity that is a small
+    difference of large ones (L2-SP's distance from the pre-trained weights) turns that into ~1e-4
+    relative, and a near-zero score (a Pearson r of -0.03 on 16 pairs) into ~3e-5 absolute. A change
+    of behaviour moves these numbers by far more (mt-dnn's KL gradient moves SMART's Bregman term
+    by 50 %)."""
     if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7) or (math.isnan(a) and math.isnan(b))
+        if math.isnan(a) and math.isnan(b):
+            return True
+        if key.startswith("eval_"):  # bounded scores: compare absolutely
+            return abs(a - b) <= 1e-4
+        return math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-7)
     return bool(a == b)
 
 
@@ -108,5 +118,5 @@ def test_every_method_logs_the_recorded_losses(
     assert len(events) == len(expected)
     for got, want in zip(events, expected, strict=True):
         assert sorted(got) == sorted(want), (got, want)
-        differ = {k: (got[k], want[k]) for k in want if not close(got[k], want[k])}
+        differ = {k: (got[k], want[k]) for k in want if not close(k, got[k], want[k])}
         assert not differ, f"{name}, {want['event']} at step {want['step']}: {differ}"
