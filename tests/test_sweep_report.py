@@ -561,3 +561,66 @@ def test_concurrent_sweeps_over_one_grid_run_each_run_once(tmp_path: Path) -> No
     started = starts.read_text().split()
     assert len(started) == 6 and len(set(started)) == 6
     assert len(list((tmp_path / "runs").glob("*/plain/seed*/all_results.json"))) == 6
+
+
+def test_a_run_waits_for_the_model_it_starts_from_and_a_missing_one_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fine-tune waits for the multi-task run whose model it starts from; in a fresh clone,
+    which holds that run's records but not its weights, the run is made again first."""
+    monkeypatch.chdir(tmp_path)
+    data = {
+        "base": {"data_dir": "d"},
+        "variants": {
+            "mt": {},
+            "ft": {"model_name_or_path": "runs/rte/mt/seed{seed}", "save_model": False},
+        },
+        "grid": [
+            {"task_name": ["mrpc"], "seed": [1], "variants": ["ft"]},  # listed first on purpose
+            {"task_name": ["rte"], "seed": [1], "variants": ["mt"]},
+        ],
+    }
+    sweep = build(data, runs_dir="runs")
+    runs = expand(sweep)
+    calls: list[str] = []
+    fail = {"rte/mt/seed1": False}
+
+    def fake_call(cmd: list[str], log: object) -> int:
+        folder = Path(cmd[cmd.index("--output_dir") + 1])
+        name = folder.relative_to("runs").as_posix()
+        calls.append(name)
+        if fail.get(name):
+            return 1
+        (folder / "all_results.json").write_text("{}")
+        if "ft" not in name:
+            (folder / "model.safetensors").write_text("weights")
+        return 0
+
+    monkeypatch.setattr("smartft.sweep.run_child", fake_call)
+    fail["rte/mt/seed1"] = True  # the model it needs is never saved: it waits, it does not fail
+    assert run_all(sweep, runs) == 1 and calls == ["rte/mt/seed1"]
+    assert "mrpc/ft/seed1: waits for the saved model of rte/mt/seed1" in capsys.readouterr().out
+    fail["rte/mt/seed1"] = False  # and the run it needs goes first, whatever the grid's order
+    assert run_all(sweep, runs) == 0 and calls[1:] == ["rte/mt/seed1", "mrpc/ft/seed1"]
+    calls.clear()
+
+    # a fresh clone: the records, no weights; the fine-tune is not finished, so mt runs again
+    (tmp_path / "runs/rte/mt/seed1/model.safetensors").unlink()
+    (tmp_path / "runs/mrpc/ft/seed1/all_results.json").unlink()
+    assert run_all(sweep, runs, dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert "1 again" in out and "rte/mt/seed1 (again: its saved model is not here)" in out
+    assert "mrpc/ft/seed1 (after rte/mt/seed1)" in out
+    assert run_all(sweep, runs) == 0 and calls == ["rte/mt/seed1", "mrpc/ft/seed1"]
+    calls.clear()
+
+    # every run that needs it is finished: a missing model is not made again
+    (tmp_path / "runs/rte/mt/seed1/model.safetensors").unlink()
+    assert run_all(sweep, runs) == 0 and calls == []
+
+    data["variants"]["mt"] = {"save_model": False}  # type: ignore[index]
+    with pytest.raises(ConfigError, match="needs the model of rte/mt/seed1, which saves none"):
+        run_all(build(data, runs_dir="runs"), expand(build(data, runs_dir="runs")))
+    data["variants"]["mt"] = {"model_name_or_path": "runs/rte/mt/seed{seed}"}  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"models: rte/mt/seed1 -> rte/mt/seed1$"):
+        run_all(build(data, runs_dir="runs"), expand(build(data, runs_dir="runs")))

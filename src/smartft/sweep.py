@@ -8,6 +8,12 @@ crash stops only that run) whose options are written to the run folder as `run-o
 grid coordinates as `sweep.yaml`. A finished run that saves no model (`save_model: false`) keeps
 no checkpoint either: they were there only to survive an interruption.
 
+A run may start from another run's saved model (`model_name_or_path`) or learn from saved
+teachers (`teachers`) in the same runs folder: it waits until they are there. A clone of the
+repository holds a finished run's records but never its weights, so a finished run whose model a
+waiting run needs, and that is not there, is run again first (its new records replace the old
+ones: they are the records of the model the later runs use).
+
 Several sweeps may work through the same grid at once (one per core, or per GPU process): a run is
 taken under an exclusive lock (`RUNS_DIR/.locks/RUN.lock`, an OS lock that dies with the process
 holding it, so a killed sweep leaves nothing stale), and a sweep skips the runs another one holds.
@@ -260,6 +266,70 @@ def is_done(folder: Path) -> bool:
     return (folder / "all_results.json").is_file()
 
 
+MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+
+
+def has_model(folder: Path) -> bool:
+    """The run's saved model (or LoRA adapters) is in its folder."""
+    return any((folder / name).is_file() for name in MODEL_FILES)
+
+
+def needs(sweep: Sweep, run: Run) -> list[str]:
+    """The runs of this runs folder (named as in `Run.name`) whose saved models `run` starts from
+    (`model_name_or_path`) or learns from (`teachers`); other models are not the sweep's concern."""
+    teachers = run.options.get("teachers") or []
+    paths = [run.options.get("model_name_or_path")]
+    paths += teachers.split(",") if isinstance(teachers, str) else list(teachers)
+    root = sweep.runs_dir.resolve()
+    found = []
+    for path in (Path(str(p).strip()).resolve() for p in paths if p and str(p).strip()):
+        if path != root and path.is_relative_to(root):
+            found.append(path.relative_to(root).as_posix())
+    return found
+
+
+def _to_redo(sweep: Sweep, runs: list[Run]) -> set[str]:
+    """Finished runs of this selection whose saved models an unfinished run needs but that are
+    not here (a fresh clone, or a model deleted by hand): they are run again. A run that needs
+    one that saves no model is an error, not a run repeated by every sweep."""
+    names = {r.name: r for r in runs}
+    for run in runs:
+        for name in needs(sweep, run):
+            if name in names and not names[name].options.get("save_model", True):
+                raise ConfigError(
+                    f"sweep: {run.name} needs the model of {name}, which saves none "
+                    "(save_model: false)"
+                )
+    return {
+        name
+        for run in runs
+        if not is_done(sweep.runs_dir / run.name)
+        for name in needs(sweep, run)
+        if name in names and is_done(sweep.runs_dir / name) and not has_model(sweep.runs_dir / name)
+    }
+
+
+def _producers_first(sweep: Sweep, runs: list[Run]) -> list[Run]:
+    """The runs in grid order, except that a run comes after the runs whose models it needs."""
+    by_name = {r.name: r for r in runs}
+    depth: dict[str, int] = {}
+
+    def level(run: Run, path: tuple[str, ...]) -> int:
+        if run.name in path:
+            cycle = (*path[path.index(run.name) :], run.name)
+            raise ConfigError(f"sweep: runs need each other's models: {' -> '.join(cycle)}")
+        if run.name not in depth:
+            parents = [by_name[n] for n in needs(sweep, run) if n in by_name]
+            depth[run.name] = 1 + max((level(p, (*path, run.name)) for p in parents), default=-1)
+        return depth[run.name]
+
+    return sorted(runs, key=lambda run: level(run, ()))
+
+
+def _missing_models(sweep: Sweep, run: Run) -> list[str]:
+    return [name for name in needs(sweep, run) if not has_model(sweep.runs_dir / name)]
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -351,37 +421,58 @@ def _held_elsewhere(runs_dir: Path, name: str) -> bool:
 def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
     """Run what is not finished yet and no other sweep is running; returns the number of failed
     runs."""
-    todo = [r for r in runs if not is_done(sweep.runs_dir / r.name)]
+    redo = _to_redo(sweep, runs)
+
+    def finished(run: Run) -> bool:
+        folder = sweep.runs_dir / run.name
+        return is_done(folder) and not (run.name in redo and not has_model(folder))
+
+    todo = [r for r in _producers_first(sweep, runs) if not finished(r)]
+    again = f" ({len(redo)} again: later runs need the models they saved, not here)" if redo else ""
     print(
         f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already finished, "
-        f"{len(todo)} to run in {sweep.runs_dir}",
+        f"{len(todo)} to run{again} in {sweep.runs_dir}",
         flush=True,
     )
     if dry_run:
         for run in todo:
-            resume = resumable(sweep.runs_dir / run.name, run)
+            resume = None if run.name in redo else resumable(sweep.runs_dir / run.name, run)
             note = f" (resumes from {resume.name})" if resume else ""
+            note = " (again: its saved model is not here)" if run.name in redo else note
+            waits = _missing_models(sweep, run)
+            note += f" (after {', '.join(waits)})" if waits else ""
             taken = _held_elsewhere(sweep.runs_dir, run.name)
             print(f"  {run.name}" + (" (another sweep is running it)" if taken else note))
         return 0
     spent: list[float] = []  # seconds per run this sweep ran, for its ETA
-    failed = 0
+    failed = waiting = 0
     for index, run in enumerate(todo, start=1):
+        head = f"[{index}/{len(todo)}] {run.name}"
+        missing = _missing_models(sweep, run)
+        if missing:  # not yet saved (another sweep is running them) or failed in this sweep
+            print(f"{head}: waits for the saved model of {', '.join(missing)}", flush=True)
+            waiting += 1
+            continue
         with claim(sweep.runs_dir, run.name) as free:
-            if not free or is_done(sweep.runs_dir / run.name):
-                print(f"[{index}/{len(todo)}] {run.name}: another sweep has taken it", flush=True)
+            if not free or finished(run):
+                print(f"{head}: another sweep has taken it", flush=True)
                 continue
-            code, line = _run_one(sweep, run, spent, len(todo) - index)
+            code, line = _run_one(sweep, run, spent, len(todo) - index, run.name in redo)
         failed += code
-        print(f"[{index}/{len(todo)}] {run.name}: {line}", flush=True)
+        print(f"{head}: {line}", flush=True)
+    if waiting:
+        print(f"sweep: {waiting} runs wait for other runs' models: run the sweep again", flush=True)
     return failed
 
 
-def _run_one(sweep: Sweep, run: Run, spent: list[float], left: int) -> tuple[int, str]:
-    """One run, started or resumed, to its end: 0 or 1 (failed) and the sweep's line for it."""
+def _run_one(
+    sweep: Sweep, run: Run, spent: list[float], left: int, afresh: bool = False
+) -> tuple[int, str]:
+    """One run, started or resumed (unless `afresh`), to its end: 0 or 1 (failed) and the
+    sweep's line for it."""
     folder = sweep.runs_dir / run.name
     spec = folder / "run-options.yaml"
-    resume = resumable(folder, run)
+    resume = None if afresh else resumable(folder, run)
     if resume is None:
         if folder.exists():  # interrupted before its first checkpoint: start afresh
             shutil.rmtree(folder)
