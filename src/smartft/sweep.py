@@ -266,12 +266,13 @@ def is_done(folder: Path) -> bool:
     return (folder / "all_results.json").is_file()
 
 
-MODEL_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
-
-
 def has_model(folder: Path) -> bool:
-    """The run's saved model (or LoRA adapters) is in its folder."""
-    return any((folder / name).is_file() for name in MODEL_FILES)
+    """The run's saved model (or LoRA adapters: peft's file name; peft is an optional extra) is
+    in its folder."""
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
+
+    names = (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME, "adapter_model.safetensors")
+    return any((folder / name).is_file() for name in names)
 
 
 def needs(sweep: Sweep, run: Run) -> list[str]:
@@ -290,16 +291,8 @@ def needs(sweep: Sweep, run: Run) -> list[str]:
 
 def _to_redo(sweep: Sweep, runs: list[Run]) -> set[str]:
     """Finished runs of this selection whose saved models an unfinished run needs but that are
-    not here (a fresh clone, or a model deleted by hand): they are run again. A run that needs
-    one that saves no model is an error, not a run repeated by every sweep."""
-    names = {r.name: r for r in runs}
-    for run in runs:
-        for name in needs(sweep, run):
-            if name in names and not names[name].options.get("save_model", True):
-                raise ConfigError(
-                    f"sweep: {run.name} needs the model of {name}, which saves none "
-                    "(save_model: false)"
-                )
+    not here (a fresh clone, or a model deleted by hand): they are run again."""
+    names = {r.name for r in runs}
     return {
         name
         for run in runs
@@ -310,7 +303,8 @@ def _to_redo(sweep: Sweep, runs: list[Run]) -> set[str]:
 
 
 def _producers_first(sweep: Sweep, runs: list[Run]) -> list[Run]:
-    """The runs in grid order, except that a run comes after the runs whose models it needs."""
+    """The runs in grid order, except that a run comes after the runs whose models it needs.
+    Needs no run can meet are errors: a run that saves no model, runs that need each other."""
     by_name = {r.name: r for r in runs}
     depth: dict[str, int] = {}
 
@@ -320,6 +314,12 @@ def _producers_first(sweep: Sweep, runs: list[Run]) -> list[Run]:
             raise ConfigError(f"sweep: runs need each other's models: {' -> '.join(cycle)}")
         if run.name not in depth:
             parents = [by_name[n] for n in needs(sweep, run) if n in by_name]
+            for parent in parents:
+                if not parent.options.get("save_model", True):
+                    raise ConfigError(
+                        f"sweep: {run.name} needs the model of {parent.name}, which saves none "
+                        "(save_model: false)"
+                    )
             depth[run.name] = 1 + max((level(p, (*path, run.name)) for p in parents), default=-1)
         return depth[run.name]
 
@@ -421,13 +421,14 @@ def _held_elsewhere(runs_dir: Path, name: str) -> bool:
 def run_all(sweep: Sweep, runs: list[Run], dry_run: bool = False) -> int:
     """Run what is not finished yet and no other sweep is running; returns the number of failed
     runs."""
+    ordered = _producers_first(sweep, runs)
     redo = _to_redo(sweep, runs)
 
-    def finished(run: Run) -> bool:
+    def finished(run: Run) -> bool:  # has_model again: another sweep may have remade it since
         folder = sweep.runs_dir / run.name
         return is_done(folder) and not (run.name in redo and not has_model(folder))
 
-    todo = [r for r in _producers_first(sweep, runs) if not finished(r)]
+    todo = [r for r in ordered if not finished(r)]
     again = f" ({len(redo)} again: later runs need the models they saved, not here)" if redo else ""
     print(
         f"sweep: {len(runs)} runs, {len(runs) - len(todo)} already finished, "
