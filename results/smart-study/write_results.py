@@ -102,6 +102,27 @@ def fit_table(records: list[Record]) -> str:
     return "\n".join(rows)
 
 
+def terms_table(records: list[Record]) -> str:
+    """Median over seeds of SMART's two weighted terms at the end of training, beside its task
+    loss: which of them the optimizer still pays for when the run ends."""
+    rows = [
+        "| task | method | task loss | λ_s·R_s | μ·D_Breg |",
+        "|---|---|---|---|---|",
+    ]
+    keys = ("task_loss", "loss_smart", "loss_bregman")
+    for task in TASKS:
+        for variant in sorted({r.variant for r in records if r.variant != "plain"}):
+            runs = [r for r in records if r.task == task and r.variant == variant]
+            if not runs:
+                continue
+            cells = []
+            for key in keys:
+                values = [v for v in (tail_mean(r, key) for r in runs) if not math.isnan(v)]
+                cells.append(f"{statistics.median(values):.4f}" if values else "–")
+            rows.append(f"| {task} | {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def final_records() -> list[Record]:
     """Phase 2's runs keyed for pairing: the chosen learning rate, epochs and lambda differ
     between methods, so they leave the setting; the low-resource rows keep a setting of their
@@ -163,6 +184,15 @@ def phase2(records: list[Record]) -> list[str]:
         "Mean task loss over the last 10 % of the logged updates, median over seeds:",
         "",
         fit_table([r for r in records if not r.setting]),
+        "",
+        "SMART's terms as added to the loss, over the same last 10 % (median over seeds; – where "
+        "a variant switches the term off). R_s runs its extra passes under fresh dropout masks "
+        "(`smart_dropout independent`, the paper's), so it also counts the disagreement between "
+        "two dropout masks; without dropout the paper's ball of 1e-5 gives an R_s many orders of "
+        "magnitude smaller (`benchmarks/results/epsilon.md`), so here it is mostly a "
+        "dropout-consistency penalty:",
+        "",
+        terms_table([r for r in records if not r.setting]),
         "",
         "Plots (seeds per method; training loss and dev curves): "
         + ", ".join(f"`{p}`" for p in images),
