@@ -85,20 +85,27 @@ def single_seed_table(records: list[Record], note: dict[str, str]) -> str:
     return "\n".join(rows)
 
 
+def rows_of(records: list[Record]) -> list[tuple[str, list[Record]]]:
+    """(row label, its runs) per task, the full-data rows first, then the low-resource ones."""
+    out = []
+    for setting in ("", LOW_RESOURCE):
+        for task in TASKS:
+            runs = [r for r in records if r.task == task and r.setting == setting]
+            if runs:
+                out.append((f"{task} ({setting})" if setting else task, runs))
+    return out
+
+
 def fit_table(records: list[Record]) -> str:
     """Median over seeds of each run's end-of-training task loss, per task and method."""
     variants = sorted({r.variant for r in records})
     rows = ["| task | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
-    for task in TASKS:
+    for label, runs in rows_of(records):
         cells = []
         for variant in variants:
-            losses = [
-                tail_mean(r, "task_loss")
-                for r in records
-                if r.task == task and r.variant == variant
-            ]
+            losses = [tail_mean(r, "task_loss") for r in runs if r.variant == variant]
             cells.append(f"{statistics.median(losses):.3f}" if losses else "–")
-        rows.append(f"| {task} | " + " | ".join(cells) + " |")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -110,16 +117,14 @@ def terms_table(records: list[Record]) -> str:
         "|---|---|---|---|---|",
     ]
     keys = ("task_loss", "loss_smart", "loss_bregman")
-    for task in TASKS:
-        for variant in sorted({r.variant for r in records if r.variant != "plain"}):
-            runs = [r for r in records if r.task == task and r.variant == variant]
-            if not runs:
-                continue
+    for label, runs in rows_of(records):
+        for variant in sorted({r.variant for r in runs if r.variant != "plain"}):
             cells = []
             for key in keys:
-                values = [v for v in (tail_mean(r, key) for r in runs) if not math.isnan(v)]
+                values = [tail_mean(r, key) for r in runs if r.variant == variant]
+                values = [v for v in values if not math.isnan(v)]
                 cells.append(f"{statistics.median(values):.4f}" if values else "–")
-            rows.append(f"| {task} | {variant} | " + " | ".join(cells) + " |")
+            rows.append(f"| {label} | {variant} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -183,7 +188,7 @@ def phase2(records: list[Record]) -> list[str]:
         "",
         "Mean task loss over the last 10 % of the logged updates, median over seeds:",
         "",
-        fit_table([r for r in records if not r.setting]),
+        fit_table(records),
         "",
         "SMART's terms as added to the loss, over the same last 10 % (median over seeds; – where "
         "a variant switches the term off). R_s runs its extra passes under fresh dropout masks "
@@ -192,7 +197,7 @@ def phase2(records: list[Record]) -> list[str]:
         "magnitude smaller (`benchmarks/results/epsilon.md`), so here it is mostly a "
         "dropout-consistency penalty:",
         "",
-        terms_table([r for r in records if not r.setting]),
+        terms_table(records),
         "",
         "Plots (seeds per method; training loss and dev curves): "
         + ", ".join(f"`{p}`" for p in images),
