@@ -70,12 +70,13 @@ def tail_mean(record: Record, key: str, tail: float = 0.1) -> float:
 
 def single_seed_table(records: list[Record], note: dict[str, str]) -> str:
     """One row per (task, variant) of a one-seed grid: held-out score, end-of-run task loss, the
-    SMART regularizer's size at the end, and the run's wall time."""
+    SMART regularizer's size at the end, and the run's wall time; per task, the variants `note`
+    marks (reference runs) come first."""
     rows = [
         "| task | variant | held-out score | task loss, last 10 % | R_s, last 10 % | run time |",
         "|---|---|---|---|---|---|",
     ]
-    for r in sorted(records, key=lambda r: (r.task, r.variant)):
+    for r in sorted(records, key=lambda r: (r.task, r.variant not in note, r.variant)):
         rs = tail_mean(r, "smart_rs")
         rows.append(
             f"| {r.task} | {r.variant}{note.get(r.variant, '')} | {r.metric} {r.value:.4f} | "
@@ -126,6 +127,20 @@ def terms_table(records: list[Record]) -> str:
                 cells.append(f"{statistics.median(values):.4f}" if values else "–")
             rows.append(f"| {label} | {variant} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def radius_references(selection: list[Record], tasks: set[str]) -> list[Record]:
+    """Phase 1's runs that share the radius grid's settings (learning rate 5e-5, 3 epochs, λ_s 1,
+    seed 1, the same held-out part): plain and SMART at the paper's radius, the grid's baselines."""
+    settings = {
+        "plain": "learning_rate=5e-05,num_train_epochs=3",
+        "smart": "learning_rate=5e-05,num_train_epochs=3,smart_lambda=1",
+    }
+    return [
+        r
+        for r in selection
+        if r.task in tasks and r.seed == 1 and settings.get(r.variant) == r.setting
+    ]
 
 
 def final_records() -> list[Record]:
@@ -223,6 +238,7 @@ def main() -> None:
     )
     final = final_records()
     radius = records_of(ROOT / "radius")
+    references = radius_references(selection, {r.task for r in radius})
     lines = [
         "# The SMART study: SMART against plain fine-tuning, settings chosen fairly (MiniLM-L6)",
         "",
@@ -302,9 +318,14 @@ def main() -> None:
         "## The radius (CoLA and RTE, held-out 10 %, seed 1)",
         "",
         "The short-run teacher, R_s under the clean pass's dropout masks; the ball radii and the "
-        "per-token relative radius (`smart_projection relative`) of `radius.yaml`.",
+        "per-token relative radius (`smart_projection relative`) of `radius.yaml`. For "
+        "reference, phase 1's runs at the same settings (learning rate 5e-5, 3 epochs, λ_s 1): "
+        "plain, and the same teacher with the paper's ball of 1e-5 and R_s under independent "
+        "dropout masks (`smart`).",
         "",
-        single_seed_table(radius, {}) if radius else "No radius run has finished yet.",
+        single_seed_table(references + radius, {"plain": " (phase 1)", "smart": " (phase 1)"})
+        if radius
+        else "No radius run has finished yet.",
         "",
         *phase2(final),
         "",
