@@ -144,6 +144,26 @@ def write_mrpc(folder: Path) -> Path:
     return folder
 
 
+def test_a_model_trained_on_a_task_with_label_names_is_that_tasks(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MRPC's files say 0 and 1 and its model saves not_equivalent, equivalent: both name the
+    same labels, so the model is scored on MRPC and teaches an MRPC student (both were refused)."""
+    write_mrpc(glue_dir / "MRPC")
+    out = tmp_path / "mrpc-model"
+    args = [*train_args(tiny_model, glue_dir, out, "--max_steps", "1"), "--task_name", "mrpc"]
+    assert cli(args, capsys)[0] == 0
+    assert json.loads((out / "config.json").read_text())["id2label"]["0"] == "not_equivalent"
+    evaluate = ["eval", "--model_name_or_path", str(out), "--task_name", "mrpc"]
+    code, text, err = cli([*evaluate, "--data_dir", str(glue_dir)], capsys)
+    assert code == 0, err
+    assert json.loads(text)["task"] == "mrpc"
+    student = tmp_path / "student"
+    args = [*train_args(tiny_model, glue_dir, student, "--max_steps", "1"), "--task_name", "mrpc"]
+    code, _, err = cli([*args, "--teachers", str(out)], capsys)
+    assert code == 0, err
+
+
 def test_a_model_is_not_scored_on_another_tasks_labels_unless_asked(
     tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -130,8 +130,8 @@ def check_teachers(folders: list[Path], spec: TaskSpec) -> None:
             )
         ours = tuple(config.id2label[i] for i in range(config.num_labels))
         generic = all(label == f"LABEL_{i}" for i, label in enumerate(ours))
-        if spec.labels is not None and not generic and ours != tuple(spec.labels):
+        if not generic and not spec.owns_labels(ours):
             raise ConfigError(
                 f"--teachers: {folder} was trained with the labels ({', '.join(ours)}) but task "
-                f"{spec.name} has ({', '.join(spec.labels)})"
+                f"{spec.name} has ({', '.join(spec.id2label().values())})"
             )

@@ -109,15 +109,15 @@ def check_labels(path: Any, model: Any, spec: TaskSpec, allow: bool) -> None:
             f"{spec.name} needs {spec.num_labels}; was it trained on this task?"
         )
     ours = labels_from_model(model)
-    if allow or spec.labels is None or ours is None or ours == tuple(spec.labels):
+    if allow or ours is None or spec.owns_labels(ours):
         return
     generic = all(label == f"LABEL_{i}" for i, label in enumerate(ours))
     if generic:  # a model saved without label names: nothing to compare
         return
     raise ConfigError(
         f"the model at {path} was trained with the labels ({', '.join(ours)}) but task "
-        f"{spec.name} has ({', '.join(spec.labels)}); pass --allow_label_mismatch to score it "
-        "anyway (a deliberate transfer), reading its label ids as the task's"
+        f"{spec.name} has ({', '.join(spec.id2label().values())}); pass --allow_label_mismatch "
+        "to score it anyway (a deliberate transfer), reading its label ids as the task's"
     )
 
 

@@ -57,6 +57,12 @@ class TaskSpec:
         names = self.label_names or self.labels or ("score",)
         return dict(enumerate(names))
 
+    def owns_labels(self, saved: tuple[str, ...]) -> bool:
+        """A saved model's label names are this task's: the values in its files or the names a
+        model trained here saves for them (MRPC's 0 and 1 are saved as not_equivalent and
+        equivalent)."""
+        return self.labels is None or saved in {tuple(self.labels), tuple(self.id2label().values())}
+
 
 def _glue(
     name: str,
