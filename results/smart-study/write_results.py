@@ -184,11 +184,13 @@ def defaults_choice(records: list[Record]) -> list[str]:
     short-run recipe (`smart`) and the paper's settings (`smart-paper`, today's defaults), each
     against plain on the seeds all three share; the one worse than plain on fewer tasks does less
     harm (then: better on more tasks, then the larger mean paired difference over the tasks)."""
+    shown = (*CANDIDATES, HALF)
     rows = [
-        "| task | paired seeds | " + " | ".join(f"{v} − plain [95% CI]" for v in CANDIDATES) + " |",
-        "|---|---|" + "---|" * len(CANDIDATES),
+        "| task | paired seeds | " + " | ".join(f"{v} − plain [95% CI]" for v in shown) + " |",
+        "|---|---|" + "---|" * len(shown),
     ]
-    score = {v: [0, 0, 0.0] for v in CANDIDATES}  # worse, better, sum of paired differences
+    score = {v: [0, 0, 0.0] for v in shown}  # worse, better, sum of paired differences
+    half_done = 0
     decided = 0
     for task in TASKS:
         runs = [r for r in records if r.task == task and not r.setting]
@@ -198,13 +200,19 @@ def defaults_choice(records: list[Record]) -> list[str]:
         if len(seeds) < MIN_PAIRED_SEEDS:
             continue
         decided += 1
+        half_seeds = {r.seed for r in runs if r.variant == HALF}
+        half_done += seeds <= half_seeds
         cells = {
             c.variant: c
             for c in summarize([r for r in runs if r.seed in seeds])
-            if c.variant in CANDIDATES
+            if c.variant in CANDIDATES or (c.variant == HALF and seeds <= half_seeds)
         }
         text = []
-        for variant, cell in cells.items():
+        for variant in shown:
+            if variant not in cells:
+                text.append("not on these seeds yet")
+                continue
+            cell = cells[variant]
             v = verdict(cell)
             score[variant][0] += v == "worse"
             score[variant][1] += v == "better"
@@ -228,6 +236,15 @@ def defaults_choice(records: list[Record]) -> list[str]:
         f"of {len(TASKS)} tasks and better on {score[best][1]} (the other: worse on "
         + ", ".join(f"{score[v][0]}, better on {score[v][1]}" for v in CANDIDATES if v != best)
         + ").",
+        "",
+        (
+            f"R_s alone (`{HALF}`: half of SMART, so not a candidate for `--method smart`) on "
+            f"the same seeds: worse than plain on {score[HALF][0]} of {len(TASKS)} tasks and "
+            f"better on {score[HALF][1]}; summed paired differences over the tasks "
+            f"{score[HALF][2]:+.4f} against {score[best][2]:+.4f} for `{best}`."
+            if half_done == len(TASKS)
+            else f"R_s alone (`{HALF}`) shares these seeds on {half_done} of {len(TASKS)} tasks."
+        ),
     ]
 
 
@@ -253,7 +270,8 @@ def phase2(records: list[Record]) -> list[str]:
         "## Phase 2: which defaults do least harm",
         "",
         "Neither candidate has to meet the bar for this: the short-run recipe and the paper's "
-        "settings against plain on the seeds the three share (the ablation runs seeds 1-3 first).",
+        "settings against plain on the seeds the three share (the ablation runs seeds 1-3 first); "
+        "R_s alone is shown beside them.",
         "",
         *defaults_choice(records),
         "",
