@@ -49,9 +49,18 @@ def progress(config: Path) -> str:
         return "not written yet (choose_settings.py writes it as tasks complete phase 1)"
     sweep = build(from_file(str(config)))
     runs = expand(sweep)
-    done = sum(is_done(sweep.runs_dir / run.name) for run in runs)
+    missing = [run for run in runs if not is_done(sweep.runs_dir / run.name)]
     tasks = sorted({run.axes["task"] for run in runs}, key=TASKS.index)
-    return f"{done} of {len(runs)} runs finished (tasks: {', '.join(tasks)})"
+    text = f"{len(runs) - len(missing)} of {len(runs)} runs finished (tasks: {', '.join(tasks)})"
+    if missing and len(missing) < len(runs):
+        seeds: dict[str, set[int]] = {}
+        for run in missing:
+            seeds.setdefault(str(run.axes["variant"]), set()).add(int(run.axes["seed"]))
+        text += "; not run: " + "; ".join(
+            f"`{variant}` at seeds {' and '.join(map(str, sorted(s)))}"
+            for variant, s in seeds.items()
+        )
+    return text
 
 
 def records_of(folder: Path) -> list[Record]:
