@@ -67,6 +67,47 @@ def test_train_eval_predict(
     assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
 
 
+@pytest.mark.parametrize("task", ["rte", "stsb"])
+def test_eval_scores_several_models_as_one_ensemble(
+    task: str,
+    tiny_model: str,
+    glue_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`eval --model_name_or_path A,B` scores the mean of A's and B's probabilities (the mean of
+    their predictions for regression), computed here from each model's own outputs."""
+    import numpy as np
+    import torch
+
+    from smartft.config import TrainConfig
+    from smartft.data.dataset import load_examples
+    from smartft.evaluation import score
+    from smartft.inference import load_for_inference
+
+    folders = [tmp_path / f"seed{seed}" for seed in (1, 2)]
+    for seed, out in zip((1, 2), folders, strict=True):
+        args = train_args(tiny_model, glue_dir, out, "--task_name", task, "--seed", str(seed))
+        assert cli([*args, "--max_steps", "3"], capsys)[0] == 0
+    both = ",".join(map(str, folders))
+    code, text, err = cli(
+        command("eval", model_name_or_path=both, task_name=task, data_dir=glue_dir), capsys
+    )
+    assert code == 0, err
+    ensemble = json.loads(text)
+    outputs = []
+    for out in folders:
+        cfg = TrainConfig(model_name_or_path=str(out), task_name=task, data_dir=str(glue_dir))
+        saved = load_for_inference(cfg)
+        got, labels = saved.outputs(load_examples(saved.spec, "validation", glue_dir))
+        outputs.append(got if task == "stsb" else torch.from_numpy(got).softmax(-1).numpy())
+    assert labels is not None
+    expected = score(saved.spec, np.mean(outputs, axis=0), labels)
+    assert ensemble["models"] == 2
+    assert {k: ensemble[k] for k in expected} == pytest.approx(expected)
+    assert not np.allclose(outputs[0], outputs[1])  # two models, so the mean is tested
+
+
 def test_same_seed_same_metrics(
     tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

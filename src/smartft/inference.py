@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,18 +124,35 @@ def check_labels(path: Any, model: Any, spec: TaskSpec, allow: bool) -> None:
 def evaluate(
     cfg: TrainConfig, split: str | None, allow_label_mismatch: bool = False
 ) -> dict[str, Any]:
-    """Score a saved model on a labeled split of a task or custom file."""
-    saved = load_for_inference(cfg, allow_label_mismatch)
-    spec = saved.spec
-    split = split or spec.eval_split
-    examples = load_examples(spec, split, data_dir(cfg)).head(cfg.max_eval_samples)
-    outputs, labels = saved.outputs(examples)
-    assert labels is not None
+    """Score a saved model on a labeled split of a task or custom file. Several models
+    (`--model_name_or_path A,B,C`, e.g. the teachers given to `--teachers`) are scored as one
+    ensemble, the way distillation averages them: the mean of their probabilities
+    (classification, tagging) or of their predictions (regression)."""
+    paths = [p.strip() for p in cfg.model_name_or_path.split(",") if p.strip()]
+    total: NDArray[np.float64] | None = None
+    for path in paths:
+        saved = load_for_inference(replace(cfg, model_name_or_path=path), allow_label_mismatch)
+        if total is None:
+            spec = saved.spec
+            split = split or spec.eval_split
+            examples = load_examples(spec, split, data_dir(cfg)).head(cfg.max_eval_samples)
+        elif saved.spec.labels != spec.labels:
+            raise ConfigError(
+                f"--model_name_or_path: {path} predicts the labels "
+                f"({', '.join(saved.spec.labels or ('a score',))}) but {paths[0]} predicts "
+                f"({', '.join(spec.labels or ('a score',))}); an ensemble needs one label set"
+            )
+        outputs, labels = saved.outputs(examples)
+        if len(paths) > 1 and not spec.is_regression:
+            outputs = torch.from_numpy(outputs).softmax(-1).numpy()
+        total = outputs if total is None else total + outputs
+    assert total is not None and labels is not None
     return {
         "task": spec.name,
         "split": split,
         "examples": len(examples),
-        **score(spec, outputs, labels, saved.layout),
+        **({"models": len(paths)} if len(paths) > 1 else {}),
+        **score(spec, total / len(paths), labels, saved.layout),
     }
 
 
