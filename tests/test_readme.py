@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from smartft.cli import _parser
 
@@ -77,3 +80,21 @@ def test_every_option_the_docs_name_is_one_smartft_has() -> None:
         if flag not in known and flag not in OTHER_PROGRAMS
     }
     assert not stale, sorted(stale)
+
+
+def test_the_multitask_table_is_the_one_its_script_writes_from_the_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No figure in README's multi-task table is typed: it is what write_results.py makes of
+    the committed runs (rerun the script when runs land)."""
+    monkeypatch.chdir(ROOT)
+    path = ROOT / "results" / "multitask-minilm" / "write_results.py"
+    spec = importlib.util.spec_from_file_location("multitask_results", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclass looks itself up there
+    spec.loader.exec_module(script)
+    text = (ROOT / "README.md").read_text()
+    start, end = (text.index(mark) for mark in script.MARKS)
+    written = text[start + len(script.MARKS[0]) : end].strip()
+    assert written == script.study().table

@@ -1,7 +1,8 @@
 """Writes results/multitask-minilm.md: single-task fine-tuning against MT-DNN and MT-DNN-SMART
 (the multi-task stage alone, and followed by per-task fine-tuning) and against a student distilled
 from a 3-teacher ensemble, on RTE, MRPC, STS-B and CoLA, 3 seeds, MiniLM-L6. Single-task runs are
-the GLUE study's. Run from the repository root during or after the sweep:
+the GLUE study's; the teachers' ensemble is `ensemble.sh`'s. It also rewrites the summary table
+in README.md (between its two markers). Run from the repository root during or after the sweep:
 
     .venv/bin/python results/multitask-minilm/write_results.py
 """
@@ -9,19 +10,45 @@ the GLUE study's. Run from the repository root during or after the sweep:
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from smartft.data.tasks import get_task
-from smartft.report import Record, collect, collect_many, markdown, runs_table, summarize
+from smartft.report import (
+    Cell,
+    Record,
+    collect,
+    collect_many,
+    markdown,
+    runs_table,
+    summarize,
+    verdict,
+)
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/multitask-minilm")
 SWEEP = ROOT / "sweep.yaml"
 OUT = Path("results/multitask-minilm.md")
 TASKS = ("rte", "mrpc", "stsb", "cola")
+NAMES = {"rte": "RTE", "mrpc": "MRPC", "stsb": "STS-B", "cola": "CoLA"}
 GLUE_RUNS = Path("results/glue-minilm/runs")
 SINGLE = [GLUE_RUNS / task / variant for task in TASKS for variant in ("plain", "smart")]
+ENSEMBLE = ROOT / "ensemble"  # ensemble.sh: the three teachers scored as one model
+README = Path("README.md")
+MARKS = (
+    "<!-- the table below is written by results/multitask-minilm/write_results.py -->",
+    "<!-- end of the written table -->",
+)
+ROWS = {
+    "plain": "single-task, plain",
+    "smart": "single-task, SMART",
+    "mt": "MT-DNN: the multi-task stage",
+    "mt-ft": "MT-DNN, then fine-tuned per task",
+    "mt-smart": "MT-DNN-SMART: the multi-task stage",
+    "mt-smart-ft": "MT-DNN-SMART, then fine-tuned per task with SMART",
+    "ensemble": "the 3 plain teachers (seeds 11-13) as one ensemble",
+    "kd": "1 student distilled from that ensemble",
+}
 
 
 def per_task(record: Record) -> list[Record]:
@@ -42,10 +69,68 @@ def per_task(record: Record) -> list[Record]:
     return out
 
 
-def main() -> None:
+def ensemble_records() -> list[Record]:
+    """The teachers' ensemble per task, seed 0: it pairs with no single run, being 3 models."""
+    records = []
+    for task in TASKS:
+        path = ENSEMBLE / f"{task}.json"
+        if path.is_file():
+            metric = get_task(task).main_metric
+            value = json.loads(path.read_text(encoding="utf-8"))[metric]
+            records.append(
+                Record(path.parent, task, "ensemble", 0, "", metric, float(value), float("nan"))
+            )
+    return records
+
+
+def glance(cells: list[Cell], planned: set[str]) -> str:
+    """Method × task: the median over seeds and the paired difference to single-task plain."""
+    by_key = {(c.task, c.variant): c for c in cells}
+    header = " | ".join(f"{NAMES[t]} ({get_task(t).main_metric})" for t in TASKS)
+    lines = [f"| 3 seeds, dev | {header} |", "|---|" + "---|" * len(TASKS)]
+    for variant, label in ROWS.items():
+        row = []
+        for task in TASKS:
+            cell = by_key.get((task, variant))
+            if cell is None:
+                row.append("running" if variant in planned else "–")
+            elif cell.diff_mean_paired is not None and cell.ci_low is not None:
+                row.append(
+                    f"{cell.median:.4f}, {cell.diff_mean_paired:+.4f} [{cell.ci_low:+.4f}, "
+                    f"{cell.ci_high:+.4f}] {verdict(cell)}"
+                    + (f" ({len(cell.values)} seeds)" if len(cell.values) != 3 else "")
+                )
+            elif cell.diff_median is not None:
+                row.append(f"{cell.median:.4f}, {cell.diff_median:+.4f} (unpaired)")
+            else:
+                row.append(f"{cell.median:.4f} (std {cell.std:.4f})")
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def write_readme(table: str) -> None:
+    """Replace README's written table (between MARKS) with this one."""
+    text = README.read_text(encoding="utf-8")
+    start, end = text.index(MARKS[0]) + len(MARKS[0]), text.index(MARKS[1])
+    README.write_text(text[:start] + "\n" + table + "\n" + text[end:], encoding="utf-8")
+
+
+@dataclass
+class Study:
+    """What the runs finished so far say."""
+
+    runs: int
+    finished: int
+    ours: list[Record]  # this sweep's runs, as collected
+    records: list[Record]  # everything compared, one record per task and seed
+    cells: list[Cell]
+    table: str  # the at-a-glance table README.md holds
+
+
+def study() -> Study:
     sweep = build(from_file(str(SWEEP)))
     runs = expand(sweep)
-    finished = [r for r in runs if is_done(sweep.runs_dir / r.name)]
+    unfinished = [r for r in runs if not is_done(sweep.runs_dir / r.name)]
     ours = collect(sweep.runs_dir) if sweep.runs_dir.is_dir() else []
     records = [
         split
@@ -53,11 +138,19 @@ def main() -> None:
         if record.variant != "teacher"
         for split in (per_task(record) if "," in record.task else [record])
     ]
-    records += collect_many([f for f in SINGLE if f.is_dir()])
+    records += collect_many([f for f in SINGLE if f.is_dir()]) + ensemble_records()
+    cells = summarize(records)
+    planned = {str(r.axes["variant"]) for r in unfinished}
+    table = glance(cells, planned | ({"ensemble"} if not ENSEMBLE.is_dir() else set()))
+    return Study(len(runs), len(runs) - len(unfinished), ours, records, cells, table)
+
+
+def main() -> None:
+    found = study()
     lines = [
         "# Multi-task learning and distillation (all-MiniLM-L6-v2)",
         "",
-        f"**Status: {len(finished)} of {len(runs)} runs finished.** Rewritten from the runs by "
+        f"**Status: {found.finished} of {found.runs} runs finished.** Rewritten from the runs by "
         "`.venv/bin/python results/multitask-minilm/write_results.py`; the protocol is in "
         "`results/multitask-minilm/sweep.yaml`.",
         "",
@@ -66,16 +159,29 @@ def main() -> None:
         "epoch by the mean of the four tasks); `mt-ft` / `mt-smart-ft` each task fine-tuned from "
         "the multi-task model of the same seed; `kd` a student distilled from its task's ensemble "
         "of three plain teachers (seeds 11-13). All: 3 epochs, batch 16, lr 5e-5, dev metric, "
-        "differences paired by seed against single-task plain.",
+        "differences paired by seed against single-task plain. `ensemble` is the three teachers "
+        "scored on dev as one model (`ensemble.sh`: `smartft eval` with their three folders; "
+        "the mean of their probabilities, or of their predictions for STS-B), what `kd` is "
+        "distilled from; being one score, it pairs with no seed.",
         "",
-        markdown(summarize(records)) if records else "No run has finished.",
+        "## At a glance",
+        "",
+        "Median over seeds, then the mean paired difference to single-task plain with its 95 % "
+        "bootstrap interval and the verdict (`running`: not finished yet).",
+        "",
+        found.table,
+        "",
+        "## Per task",
+        "",
+        markdown(found.cells) if found.records else "No run has finished.",
         "",
         "## Every finished run",
         "",
-        runs_table(ours, Path("results")) if ours else "None yet.",
+        runs_table(found.ours, Path("results")) if found.ours else "None yet.",
     ]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {OUT}")
+    write_readme(found.table)
+    print(f"wrote {OUT} and the table in {README}")
 
 
 if __name__ == "__main__":
