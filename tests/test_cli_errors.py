@@ -211,3 +211,28 @@ def test_curves_have_markers_and_legends_with_one_point_per_run(
     for axis in curves.axes:
         assert axis.lines and all(line.get_marker() == "o" for line in axis.lines)
         assert axis.get_legend() is not None
+
+
+def test_an_ensemble_of_models_with_different_labels_is_refused(
+    tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Custom files take their labels from the model scored, so `eval A,B` must check that B
+    predicts A's labels before averaging their probabilities."""
+    folders = []
+    for names in (("neg", "pos"), ("bad", "good")):
+        data = tmp_path / names[0]
+        data.mkdir()
+        rows = [{"text": sentence(random.Random(i)), "label": names[i % 2]} for i in range(8)]
+        (data / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        out = tmp_path / f"model-{names[0]}"
+        args = ["train", "--model_name_or_path", tiny_model, "--output_dir", str(out)]
+        args += ["--train_file", str(data / "train.jsonl"), "--text_columns", "text"]
+        code, _, err = cli([*args, "--max_steps", "1", "--max_seq_length", "32"], capsys)
+        assert code == 0, err
+        folders.append(out)
+    both = f"{folders[0]},{folders[1]}"
+    evaluate = ["eval", "--model_name_or_path", both, "--validation_file"]
+    dev = str(tmp_path / "neg" / "train.jsonl")
+    code, _, err = cli([*evaluate, dev, "--text_columns", "text"], capsys)
+    assert code == 2 and "an ensemble needs one label set" in err
+    assert "predicts the labels (bad, good)" in err
