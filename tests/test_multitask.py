@@ -16,7 +16,7 @@ from smartft.distill import distillation_loss
 from smartft.methods import METHODS
 from smartft.multitask import TaskSampler
 
-from .conftest import train_args
+from .conftest import command, train_args
 from .test_engine import cli, events
 from .test_reliability import run_train, same_run
 
@@ -115,6 +115,45 @@ def test_multi_task_training_saves_an_encoder_and_heads_and_fine_tunes_from_them
         assert cli(args, capsys)[0] == 0
         weight = load_file(str(ft / "model.safetensors"))["classifier.weight"]
         assert torch.allclose(weight, saved, atol=1e-6) is same
+
+
+def test_eval_and_predict_on_a_multi_task_run_use_the_named_tasks_stored_head(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mt"
+    code, _, err = cli(mt_args(tiny_model, glue_dir, out, "--num_train_epochs", "1"), capsys)
+    assert code == 0, err
+    trained = json.loads((out / "all_results.json").read_text())
+    for task, metric in (("rte", "accuracy"), ("stsb", "pearson")):
+        scores = set()
+        for _ in range(2):  # a random head would score differently on each call
+            args = command(
+                "eval",
+                model_name_or_path=out,
+                task_name=task,
+                data_dir=glue_dir,
+                max_seq_length=32,
+            )
+            code, stdout, err = cli(args, capsys)
+            assert code == 0, err
+            scores.add(json.loads(stdout)[metric])
+        assert len(scores) == 1
+        assert scores.pop() == pytest.approx(trained[f"eval_{task}_{metric}"], abs=1e-6)
+    predict = command(
+        "predict",
+        model_name_or_path=out,
+        task_name="stsb",
+        data_dir=glue_dir,
+        output_dir=tmp_path / "sub",
+        max_seq_length=32,
+    )
+    code, _, err = cli(predict, capsys)
+    assert code == 0, err
+    assert (tmp_path / "sub" / "STS-B.tsv").read_text().startswith("index\tprediction")
+    args = command("eval", model_name_or_path=out, task_name="mrpc", data_dir=glue_dir)
+    code, _, err = cli(args, capsys)
+    assert code == 2 and "heads for rte, stsb only; it has no head for task mrpc" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("method", sorted(set(METHODS) - {"plain", "smart"}))

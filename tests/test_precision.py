@@ -202,6 +202,44 @@ def test_a_bf16_run_records_its_precision_and_the_warning(
     )
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_support_warns_with_the_measured_factor(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import smartft.precision
+
+    monkeypatch.setattr(smartft.precision, "native_cpu_bf16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        choose(True, False, None, cuda=False)
+    said = [str(w.message) for w in caught if issubclass(w.category, PrecisionWarning)]
+    if native:
+        assert said == []
+    else:
+        assert len(said) == 1 and "emulated" in said[0] and "15-23x" in said[0]
+
+
+def test_a_run_record_names_its_commit_and_its_cpu(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+
+    from smartft.provenance import PACKAGE_DIR, cpu_model, native_cpu_bf16
+
+    out = tmp_path / "run"
+    code, _, err = cli(train_args(tiny_model, glue_dir, out), capsys)
+    assert code == 0, err
+    results = json.loads((out / "all_results.json").read_text())
+    head = subprocess.run(
+        ["git", "-C", str(PACKAGE_DIR), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert results["git_commit"] == (head or None)
+    assert isinstance(results["git_dirty"], bool) or results["git_commit"] is None
+    assert results["smartft_version"] and results["torch_version"] == torch.__version__
+    assert results["cpu_model"] == cpu_model() and results["cpu_model"]
+    assert results["cpu_native_bf16"] is native_cpu_bf16()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 needs a CUDA GPU")
 def test_fp16_trains_on_a_gpu_with_its_scaler(
     tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -30,6 +30,7 @@ from torch import nn
 
 from smartft.config import resolve
 from smartft.errors import ConfigError
+from smartft.provenance import code_version, cpu_model, native_cpu_bf16
 
 LEARNING_RATE = 5e-5
 WEIGHT_DECAY = 0.01
@@ -445,12 +446,15 @@ def measure_memory(setting: Setting, name: str) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
+    """The machine and code a bench ran on: timings (and bf16's above all) depend on the CPU."""
     return {
         "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
+        "native_bf16": native_cpu_bf16(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        **code_version(),
     }
 
 
@@ -525,7 +529,8 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     text = (
-        f"# smartft bench: {name}\n\nMachine: {m['cpu_count']} cores ({m['processor']}), "
+        f"# smartft bench: {name}\n\nMachine: {m['cpu_count']} cores ({m['processor']}, "
+        f"{'native' if m['native_bf16'] else 'no native'} bfloat16), code {m['git_commit']}, "
         f"torch {m['torch']}, Python {m['python']}. Ratios are medians measured side by side "
         "in one run; memory is each variant's peak resident set in a fresh process.\n\n"
         + "\n".join(markdown(r) for r in results)

@@ -21,6 +21,7 @@ from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
 from smartft.evaluation import predict_outputs, score, to_predictions
 from smartft.modeling import input_names, labels_from_model, model_class, set_padding
+from smartft.multitask import load_head, saved_head, trained_heads
 from smartft.precision import Precision
 from smartft.runtime import make_accelerator
 from smartft.tagging import TagLayout, label_tokens, write_conll
@@ -66,6 +67,7 @@ def load_for_inference(cfg: TrainConfig, allow_label_mismatch: bool = False) -> 
     path = resolve_model_path(cfg.model_name_or_path, adapters=True)
     adapters = (path / "adapter_config.json").is_file()
     loader = model_class(spec.tagging, adapters)
+    head = task_head(path, spec.name)
     try:
         model = loader.from_pretrained(
             path,
@@ -73,9 +75,12 @@ def load_for_inference(cfg: TrainConfig, allow_label_mismatch: bool = False) -> 
             local_files_only=True,
             trust_remote_code=cfg.trust_remote_code,
             **(head_size(path) if adapters else {}),
+            **({"config": head_config(head, cfg.trust_remote_code)} if head else {}),
         )
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot load a model from {path}: {err}") from None
+    if head is not None:
+        load_head(model, head)
     if spec.name == "custom":
         spec = with_metrics(spec, labels_from_model(model))
     else:
@@ -86,6 +91,31 @@ def load_for_inference(cfg: TrainConfig, allow_label_mismatch: bool = False) -> 
         label_tokens(model)
     model = accelerator.prepare(model)
     return SavedModel(spec, cfg, accelerator, precision, model, tokenizer)
+
+
+def task_head(path: Path, task: str) -> Path | None:
+    """The stored head of `task` when `path` is a multi-task run (whose `model.safetensors` is
+    the shared encoder alone: without its head a task would be scored by random weights);
+    None for a single-task model. A multi-task run without a head for the task is refused."""
+    heads = trained_heads(path)
+    if not heads:
+        return None
+    head = saved_head(path, task)
+    if head is None:
+        raise ConfigError(
+            f"{path} is a multi-task run with heads for {', '.join(heads)} only; it has no head "
+            f"for task {task}"
+        )
+    return head
+
+
+def head_config(head: Path, trust_remote_code: bool) -> Any:
+    """The task model's config saved beside a multi-task head (its labels and head type)."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(
+        head.parent, local_files_only=True, trust_remote_code=trust_remote_code
+    )
 
 
 def head_size(path: Path) -> dict[str, Any]:

@@ -81,6 +81,14 @@ def saved_head(folder: Path, task: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def trained_heads(folder: Path) -> list[str]:
+    """The tasks a multi-task run saved heads for (none: not such a run)."""
+    heads = folder / HEADS
+    if not heads.is_dir():
+        return []
+    return sorted(p.parent.name for p in heads.glob(f"*/{HEAD_WEIGHTS}"))
+
+
 def load_head(model: nn.Module, path: Path) -> None:
     """Put a multi-task run's head for this task into a single-task model."""
     state = load_file(str(path))

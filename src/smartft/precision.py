@@ -20,12 +20,21 @@ from typing import Any
 import torch
 
 from smartft.errors import ConfigError
+from smartft.provenance import native_cpu_bf16
 
 DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # half the spacing of floating-point numbers just above 1 (unit roundoff): a relative change
 # below it is rounded away
 UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+
+# said once per run when --bf16 runs on a CPU without native bfloat16 (measured on an AVX2-only
+# AMD EPYC, MiniLM, one thread: benchmarks/results/precision.md, docs/precision.md)
+EMULATED_BF16 = (
+    "--bf16: this CPU has neither AVX-512 BF16 nor AMX, so bfloat16 matrix products are "
+    "emulated: a step takes about 15-23x as long as in float32 (measured on an AVX2-only CPU, "
+    "docs/precision.md); the numbers are bf16's all the same. Train in float32 here"
+)
 
 # a perturbation is representable when its size is at least this many unit roundoffs of the
 # values it perturbs (measured: benchmarks/results/precision.md)
@@ -83,22 +92,10 @@ def choose(bf16: bool, fp16: bool, tf32: bool | None, cuda: bool) -> Precision:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
     if bf16 and not cuda and not native_cpu_bf16():
-        warnings.warn(
-            "--bf16: this CPU has neither AVX-512 BF16 nor AMX, so bfloat16 matrix products are "
-            "emulated: expect steps many times slower than in float32 here "
-            "(benchmarks/results/precision.md); the numbers are bf16's all the same",
-            PrecisionWarning,
-            stacklevel=2,
-        )
+        warnings.warn(EMULATED_BF16, PrecisionWarning, stacklevel=2)
     dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
     scaler = torch.amp.GradScaler("cuda") if fp16 else None
     return Precision(dtype, "cuda" if cuda else "cpu", scaler)
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bfloat16 matrix products natively (AVX-512 BF16 or AMX)."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def radius_warning(flag: str, size: float, scale: float, dtype: torch.dtype) -> str | None:

@@ -43,6 +43,7 @@ from smartft.output import (
     write_model_card,
 )
 from smartft.precision import recorded_warnings
+from smartft.provenance import provenance
 from smartft.runtime import make_accelerator, mean_over_processes, replica_checksums, say
 from smartft.step import StepOutput, train_step
 from smartft.tagging import TagLayout, label_tokens
@@ -548,6 +549,7 @@ class FineTuneRecipe:
             "precision": self.precision.name,
             "stopped_early": self.patience_spent(),
             **self.method.counters(),
+            **provenance(),  # the commit and CPU that produced these numbers
         }
         if self.precision.scaler is not None:
             results["overflow_skips"] = loop.overflow_skips
