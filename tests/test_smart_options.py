@@ -203,3 +203,40 @@ def test_holdout_selection_evaluates_on_training_data_never_dev(
     results = json.loads((out / "all_results.json").read_text())
     assert results["eval_split"] == "holdout" and results["eval_examples"] == 12
     assert results["train_examples"] == 36
+
+
+def test_score_dev_at_end_reads_dev_once_with_the_checkpoint_the_holdout_chose(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "select"
+    extra = ("--holdout_fraction", "0.25", "--score_dev_at_end")
+    code, _, err = cli(train_args(tiny_model, glue_dir, out, *extra), capsys)
+    assert code == 0, err
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["eval_split"] == "holdout" and results["checkpoint_chosen_on"] in (
+        "holdout",
+        "end",
+    )
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(e.get("eval_examples", 12) == 12 for e in evals if e["event"] == "eval")
+    # dev's one score is the saved (chosen) model's score on dev
+    scored = cli(
+        [
+            "eval",
+            "--model_name_or_path",
+            str(out),
+            "--task_name",
+            "rte",
+            "--data_dir",
+            str(glue_dir),
+            "--max_seq_length",
+            "32",
+        ],
+        capsys,
+    )
+    assert scored[0] == 0, scored[2]
+    assert json.loads(scored[1])["accuracy"] == pytest.approx(results["dev_accuracy"])
+    code, _, err = cli(
+        train_args(tiny_model, glue_dir, tmp_path / "x", "--score_dev_at_end"), capsys
+    )
+    assert code == 2 and "--score_dev_at_end needs --holdout_fraction" in err

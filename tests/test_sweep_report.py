@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -20,9 +21,10 @@ from smartft.checkpoint import COMPLETE
 from smartft.config import write_yaml
 from smartft.errors import ConfigError
 from smartft.report import (
-    bootstrap_ci,
+    Record,
     collect,
     collect_many,
+    compare,
     markdown,
     report,
     runs_table,
@@ -278,7 +280,14 @@ def test_report_statistics_on_hand_made_results(tmp_path: Path) -> None:
     assert (cells["plain"].min, cells["plain"].max) == (0.50, 0.70)
     assert cells["smart"].diff_median == pytest.approx(0.02)
     assert cells["smart"].diff_mean_paired == pytest.approx(0.026)
-    assert cells["smart"].p_wilcoxon == pytest.approx(0.0625)  # 5 positive pairs, exact test
+    assert cells["smart"].p_sign_flip == pytest.approx(2 / 32)  # 5 positive pairs, exact test
+    diffs = [s - p for p, s in zip(plain, smart, strict=True)]  # t-interval by hand: t(4) = 2.776
+    half = 2.7764451 * statistics.stdev(diffs) / math.sqrt(5)
+    assert (cells["smart"].ci_low, cells["smart"].ci_high) == pytest.approx(
+        (0.026 - half, 0.026 + half)
+    )
+    detectable = (2.7764451 + 0.9409646) * statistics.stdev(diffs) / math.sqrt(5)
+    assert cells["smart"].detectable == pytest.approx(detectable)
     assert verdict(cells["smart"]) == "better"
     table = markdown(list(cells.values()))
     assert "| smart | 5 | 0.6200 |" in table and "better" in table
@@ -356,13 +365,77 @@ def test_report_joins_several_runs_folders(tmp_path: Path) -> None:
         report([methods, tmp_path / "missing"])
 
 
-def test_three_seed_interval_excludes_zero_only_when_every_pair_agrees() -> None:
-    # What the results files tell readers: at n = 3 the percentile interval's ends are the
-    # smallest and largest difference, so it excludes 0 exactly when all signs agree.
-    assert bootstrap_ci([0.01, 0.03, 0.02]) == pytest.approx((0.01, 0.03))
-    assert bootstrap_ci([-0.05, -0.01, -0.03]) == pytest.approx((-0.05, -0.01))
-    low, high = bootstrap_ci([-0.001, 0.04, 0.05])
-    assert low < 0 < high
+def null_study(diffs: list[float]) -> str:
+    """The verdict `smartft report` gives a study whose paired differences are `diffs`."""
+    records = []
+    for seed, diff in enumerate(diffs, start=1):
+        records.append(Record(Path("."), "t", "plain", seed, "", "accuracy", 0.5, 1.0))
+        records.append(Record(Path("."), "t", "smart", seed, "", "accuracy", 0.5 + diff, 1.0))
+    cell = next(c for c in summarize(records) if c.variant == "smart")
+    return verdict(cell)
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+@pytest.mark.parametrize("tails", ["normal", "heavy"])
+def test_with_no_true_difference_a_verdict_is_better_or_worse_at_most_5_percent_of_the_time(
+    n: int, tails: str
+) -> None:
+    """10,000 simulated studies whose methods do not differ. The percentile bootstrap this
+    replaced called 25 % of them better or worse at 3 seeds, 17 % at 5 and 10 % at 10."""
+    rng = np.random.default_rng(n)
+    studies = 10_000
+    if tails == "normal":
+        draws = rng.normal(0.0, 0.01, size=(studies, n))
+    else:  # Student's t with 3 degrees of freedom: outlying seeds are common
+        draws = rng.standard_t(3, size=(studies, n)) * 0.01
+    wrong = sum(null_study(list(d)) in ("better", "worse") for d in draws)
+    assert wrong / studies <= 0.06
+
+
+def test_a_real_difference_is_found_and_a_tie_says_what_it_rules_out() -> None:
+    assert null_study([0.004, 0.006, -0.001, 0.010, 0.002]) == "tie"  # was "better"
+    assert null_study([0.02, 0.03, 0.025, 0.021, 0.028]) == "better"
+    found = compare([0.004, 0.006, -0.001, 0.010, 0.002])
+    assert found.ci_low == pytest.approx(-0.0009, abs=1e-4)
+    assert found.ci_high == pytest.approx(0.0093, abs=1e-4)
+    assert found.detectable > found.ci_high - found.mean  # a tie is no proof of equality
+    assert compare([0.01, 0.02]).verdict == "too few seeds"
+
+
+def test_a_run_chosen_on_dev_is_read_at_the_end_of_its_budget(tmp_path: Path) -> None:
+    """load_best_model_at_end on dev reports the best epoch; the report reads the last one."""
+    fake_run(tmp_path, "rte", "plain", 1, 0.70)  # best epoch 0.70, last epoch 0.60
+    folder = tmp_path / "rte" / "plain" / "seed1"
+    results = json.loads((folder / "all_results.json").read_text())
+    results.update({"train_steps": 20, "best_step": 10, "eval_split": "validation"})
+    (folder / "all_results.json").write_text(json.dumps(results))
+    evals = [{"event": "eval", "step": s, "eval_accuracy": v} for s, v in ((10, 0.7), (20, 0.6))]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
+    (record,) = collect(tmp_path)
+    assert record.value == 0.60 and not record.dev_selected
+    (folder / "metrics.jsonl").unlink()  # a bare record: the best epoch, marked
+    (record,) = collect(tmp_path)
+    assert record.value == 0.70 and record.dev_selected
+    cells = summarize([record])
+    assert "| plain\\* |" in markdown(cells) and "best epoch on dev" in markdown(cells)
+    held_out = {**results, "eval_split": "holdout"}  # chosen on training data: kept as chosen
+    (folder / "all_results.json").write_text(json.dumps(held_out))
+    (record,) = collect(tmp_path)
+    assert record.value == 0.70 and not record.dev_selected
+
+
+def test_report_on_run_folders_holding_only_all_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for seed in (1, 2, 3):
+        for variant, value in (("plain", 0.5), ("smart", 0.6)):
+            fake_run(tmp_path, "rte", variant, seed, value + 0.01 * seed)
+            folder = tmp_path / "rte" / variant / f"seed{seed}"
+            (folder / "metrics.jsonl").unlink()
+            (folder / "sweep.yaml").unlink()
+    code, out, err = cli(["report", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "| smart | 3 |" in out and "better" in out and "Traceback" not in err
 
 
 def test_report_handles_a_single_seed_and_nan(tmp_path: Path) -> None:

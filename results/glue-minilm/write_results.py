@@ -18,7 +18,15 @@ import yaml
 
 from smartft.data.dataset import read_split
 from smartft.data.tasks import get_task
-from smartft.report import collect, report, runs_table, summarize, verdict
+from smartft.report import (
+    READING_RULE,
+    VERDICT_RULE,
+    collect,
+    report,
+    runs_table,
+    summarize,
+    verdict,
+)
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/glue-minilm")
@@ -84,9 +92,10 @@ def main() -> None:
         "∞-norm per token, μ = 1, β = 0.99 then 0.999), `ball` projection; `smart-unit` is the "
         "reference code's unit renormalisation; `smart-fast` computes R_s and the Bregman term "
         "each on a random quarter of every batch. Metric: the task's dev-set main metric (RTE, "
-        "MRPC: accuracy; STS-B: Pearson; CoLA: Matthews correlation), the best of the "
-        "end-of-epoch evaluations (`load_best_model_at_end`, the usual GLUE practice, the same "
-        "for every method).",
+        "MRPC: accuracy; STS-B: Pearson; CoLA: Matthews correlation) after the third epoch. "
+        + READING_RULE
+        + " (The runs kept their best epoch, `load_best_model_at_end`; earlier versions of "
+        "this file reported that figure.)",
         "",
         f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, "
         f"torch {torch.__version__}, Python {platform.python_version()}. Runs went one at a time "
@@ -112,11 +121,9 @@ def main() -> None:
         "",
         "## SMART against plain, per task",
         "",
-        "Verdict: `better`/`worse` when the 95 % bootstrap interval of the paired differences "
-        "excludes 0, `tie` otherwise, `too few seeds` below 3 pairs. Read it as weak evidence: "
-        "with 3 seeds the interval excludes 0 exactly when all three paired differences have "
-        "the same sign (the bootstrap's lower end is then the smallest difference), and the "
-        "Wilcoxon signed-rank test cannot go below p = 0.25 at n = 3.",
+        VERDICT_RULE
+        + " With 3 seeds the t-interval is wide (its half-width is 2.5 × the differences' "
+        "std) and the sign-flip p cannot go below 0.25.",
         "",
         *smart_vs_plain(sweep.runs_dir),
         "",

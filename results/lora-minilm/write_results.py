@@ -14,7 +14,17 @@ from pathlib import Path
 
 import yaml
 
-from smartft.report import Cell, Record, collect_many, markdown, runs_table, summarize, verdict
+from smartft.report import (
+    READING_RULE,
+    VERDICT_RULE,
+    Cell,
+    Record,
+    collect_many,
+    markdown,
+    runs_table,
+    summarize,
+    verdict,
+)
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/lora-minilm")
@@ -59,8 +69,8 @@ def summary_table(records: list[Record]) -> str:
     rows = [
         "| variant | "
         + " | ".join(
-            f"{t.upper()} acc. median (min-max) | {t.upper()} Δ vs full [95 % CI] | "
-            f"{t.upper()} SMART's effect [95 % CI]"
+            f"{t.upper()} acc. median (min-max) | {t.upper()} Δ vs full [95 % t-interval] | "
+            f"{t.upper()} SMART's effect [95 % t-interval]"
             for t in TASKS
         )
         + " |",
@@ -149,8 +159,8 @@ def main() -> None:
         "LoRA runs: "
         + ", ".join(f"`{k}: {v}`" for k, v in base.items() if k != "save_model")
         + ". Full fine-tuning (`plain`, `smart`) is the GLUE study's runs: the same settings "
-        "but lr 5e-5 and every weight trained. Dev accuracy at the best epoch; differences are "
-        "paired by seed against full fine-tuning's plain run.",
+        "but lr 5e-5 and every weight trained. Dev accuracy at the end of training; differences "
+        "are paired by seed against full fine-tuning's plain run. " + READING_RULE,
         "",
         "## Cost, measured side by side",
         "",
@@ -161,8 +171,9 @@ def main() -> None:
         "## Summary",
         "",
         "Dev accuracy, median (min-max) over seeds; the mean paired difference from full "
-        "fine-tuning (plain) with its 95 % bootstrap interval and verdict; SMART's effect: "
-        "full + SMART against full, LoRA + SMART against LoRA, paired the same way.",
+        "fine-tuning (plain) with its 95 % t-interval and verdict; SMART's effect: "
+        "full + SMART against full, LoRA + SMART against LoRA, paired the same way. "
+        + VERDICT_RULE,
         "",
         summary_table(records) if records else "No run has finished.",
         "",

@@ -16,16 +16,18 @@ import platform
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from statistics import mean, median
+from statistics import median
 
 import torch
 import yaml
 
 from smartft.report import (
+    READING_RULE,
+    VERDICT_RULE,
     Cell,
     Record,
-    bootstrap_ci,
     collect_many,
+    compare,
     minutes,
     runs_table,
     summarize,
@@ -86,12 +88,11 @@ def before_after(pairs: list[tuple[Record, Record]]) -> str:
     for old, new in pairs:
         groups.setdefault((new.task, new.variant), []).append((old, new))
     for (task, variant), group in sorted(groups.items()):
-        diffs = [new.value - old.value for old, new in group]
-        low, high = bootstrap_ci(diffs)
+        found = compare([new.value - old.value for old, new in group])
         lines.append(
             f"| {task} | {variant} | {median([o.value for o, _ in group]):.4f} | "
-            f"{median([n.value for _, n in group]):.4f} | {mean(diffs):+.4f} "
-            f"[{low:+.4f}, {high:+.4f}] | {len(group)} |"
+            f"{median([n.value for _, n in group]):.4f} | {found.mean:+.4f} "
+            f"[{found.ci_low:+.4f}, {found.ci_high:+.4f}] | {len(group)} |"
         )
     return "\n".join(lines)
 
@@ -111,8 +112,8 @@ def summary_table(cells: list[Cell]) -> str:
         return acc, f"{diff} {verdict(cell)}"
 
     rows = [
-        "| method | RTE acc. median (min-max) | RTE Δ vs plain [95 % CI] | MRPC acc. median "
-        "(min-max) | MRPC Δ vs plain [95 % CI] | run time RTE / MRPC |",
+        "| method | RTE acc. median (min-max) | RTE Δ vs plain [95 % t-interval] | "
+        "MRPC acc. median (min-max) | MRPC Δ vs plain [95 % t-interval] | run time RTE / MRPC |",
         "|---|---|---|---|---|---|",
     ]
     shown = {c.variant for c in cells}
@@ -168,8 +169,8 @@ def main() -> None:
         )
         + ". Each method runs with its preset's defaults (`smartft methods` lists them; L2-SP "
         "replaces weight decay, so its runs set `weight_decay: 0`; NEFTune runs at "
-        "`neftune_alpha: 5`). Metric: dev accuracy, the best of the end-of-epoch evaluations, "
-        "the same for every method.",
+        "`neftune_alpha: 5`). Metric: dev accuracy after the third epoch, the same for every "
+        "method. " + READING_RULE,
         "",
         "ALICE, FreeLB, Child-Tuning, Mixout and DPS changed to follow their papers (issue 20) "
         "and rerun with the same settings and seeds at the commit named in `fidelity.yaml`, "
@@ -200,8 +201,9 @@ def main() -> None:
         "",
         "## Summary (the README's table)",
         "",
-        "Dev accuracy median (min-max), mean paired difference from plain [95 % bootstrap "
-        "interval] and verdict, median wall time of a run (over the seeds whose whole wall "
+        READING_RULE + " " + VERDICT_RULE + " "
+        "Dev accuracy median (min-max), mean paired difference from plain [95 % t-interval] "
+        "and verdict, median wall time of a run (over the seeds whose whole wall "
         "time is known: a run the frozen code resumed records only the part after its last "
         "resume; – where every seed was resumed):",
         "",

@@ -15,10 +15,15 @@ from pathlib import Path
 
 from smartft.data.tasks import get_task
 from smartft.report import (
+    DEV_SELECTED_MARK,
+    READING_RULE,
+    VERDICT_RULE,
     Cell,
     Record,
+    chosen_on,
     collect,
     collect_many,
+    final_metrics,
     markdown,
     runs_table,
     summarize,
@@ -39,6 +44,11 @@ MARKS = (
     "<!-- the table below is written by results/multitask-minilm/write_results.py -->",
     "<!-- end of the written table -->",
 )
+UPSTREAM_NOTE = (
+    f"{DEV_SELECTED_MARK}: the figure depends on dev's choice of an epoch upstream: two of "
+    "MRPC's three teachers kept their best epoch on dev, which was not their last, so MRPC's "
+    "ensemble and the student distilled from it learned from dev-chosen weights."
+)
 ROWS = {
     "plain": "single-task, plain",
     "smart": "single-task, SMART",
@@ -54,6 +64,7 @@ ROWS = {
 def per_task(record: Record) -> list[Record]:
     """A multi-task run as one record per task: its score on that task's dev set."""
     results = json.loads((record.folder / "all_results.json").read_text(encoding="utf-8"))
+    results, selected = final_metrics(record.folder, results)
     out = []
     for task in record.task.split(","):
         metric = get_task(task).main_metric
@@ -64,6 +75,7 @@ def per_task(record: Record) -> list[Record]:
                 task=task,
                 metric=metric,
                 value=float("nan") if value is None else float(value),
+                dev_selected=selected,
             )
         )
     return out
@@ -77,8 +89,24 @@ def ensemble_records() -> list[Record]:
         if path.is_file():
             metric = get_task(task).main_metric
             value = json.loads(path.read_text(encoding="utf-8"))[metric]
+            teachers = [f for f in (ROOT / "runs" / task / "teacher").glob("seed*") if f.is_dir()]
+            selected = any(
+                chosen_on(f, json.loads((f / "all_results.json").read_text(encoding="utf-8")))
+                == "dev"
+                for f in teachers
+            )
             records.append(
-                Record(path.parent, task, "ensemble", 0, "", metric, float(value), float("nan"))
+                Record(
+                    path.parent,
+                    task,
+                    "ensemble",
+                    0,
+                    "",
+                    metric,
+                    float(value),
+                    float("nan"),
+                    dev_selected=selected,
+                )
             )
     return records
 
@@ -92,16 +120,17 @@ def glance(cells: list[Cell], planned: set[str]) -> str:
         row = []
         for task in TASKS:
             cell = by_key.get((task, variant))
+            mark = DEV_SELECTED_MARK if cell is not None and cell.dev_selected else ""
             if cell is None:
                 row.append("running" if variant in planned else "–")
             elif cell.diff_mean_paired is not None and cell.ci_low is not None:
                 row.append(
-                    f"{cell.median:.4f}, {cell.diff_mean_paired:+.4f} [{cell.ci_low:+.4f}, "
+                    f"{cell.median:.4f}{mark}, {cell.diff_mean_paired:+.4f} [{cell.ci_low:+.4f}, "
                     f"{cell.ci_high:+.4f}] {verdict(cell)}"
                     + (f" ({len(cell.values)} seeds)" if len(cell.values) != 3 else "")
                 )
             elif cell.diff_median is not None:
-                row.append(f"{cell.median:.4f}, {cell.diff_median:+.4f} (unpaired)")
+                row.append(f"{cell.median:.4f}{mark}, {cell.diff_median:+.4f} (unpaired)")
             else:
                 row.append(f"{cell.median:.4f} (std {cell.std:.4f})")
         lines.append(f"| {label} | " + " | ".join(row) + " |")
@@ -155,8 +184,10 @@ def main() -> None:
         "`results/multitask-minilm/sweep.yaml`.",
         "",
         "Rows: `plain` / `smart` single-task fine-tuning (the GLUE study's runs); `mt` / "
-        "`mt-smart` the multi-task stage's own score on each task (MT-DNN / MT-DNN-SMART, best "
-        "epoch by the mean of the four tasks); `mt-ft` / `mt-smart-ft` each task fine-tuned from "
+        "`mt-smart` the multi-task stage's own score on each task (MT-DNN / MT-DNN-SMART; the "
+        "stage kept its best epoch by the mean of the four dev scores, which for every seed was "
+        "its last, so the models fine-tuned from it start from its end of training); "
+        "`mt-ft` / `mt-smart-ft` each task fine-tuned from "
         "the multi-task model of the same seed; `kd` a student distilled from its task's ensemble "
         "of three plain teachers (seeds 11-13). All: 3 epochs, batch 16, lr 5e-5, dev metric, "
         "differences paired by seed against single-task plain. `ensemble` is the three teachers "
@@ -167,7 +198,12 @@ def main() -> None:
         "## At a glance",
         "",
         "Median over seeds, then the mean paired difference to single-task plain with its 95 % "
-        "bootstrap interval and the verdict (`running`: not finished yet).",
+        "t-interval and the verdict (`running`: not finished yet). "
+        + READING_RULE
+        + " "
+        + VERDICT_RULE
+        + " "
+        + UPSTREAM_NOTE,
         "",
         found.table,
         "",

@@ -1,6 +1,7 @@
 """Writes results/ner-minilm.md: WNUT-17 entity F1 of plain fine-tuning, SMART and R3F on
-MiniLM-L6 (3 seeds; dev at the best epoch and that model's test score), from the finished runs
-of results/ner-minilm/sweep.yaml. Run from the repository root during or after the sweep:
+MiniLM-L6 (3 seeds; dev at the end of training, and the test score of the model the run
+kept), from the finished runs of results/ner-minilm/sweep.yaml. Run from the repository root
+during or after the sweep:
 
     .venv/bin/python results/ner-minilm/write_results.py
 """
@@ -17,7 +18,21 @@ from pathlib import Path
 import torch
 import yaml
 
-from smartft.report import Cell, Record, collect, markdown, minutes, runs_table, summarize, verdict
+from smartft.report import (
+    DEV_SELECTED_MARK,
+    READING_RULE,
+    VERDICT_RULE,
+    Cell,
+    Record,
+    chosen_on,
+    collect,
+    final_metrics,
+    markdown,
+    minutes,
+    runs_table,
+    summarize,
+    verdict,
+)
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/ner-minilm")
@@ -26,12 +41,19 @@ OUT = Path("results/ner-minilm.md")
 
 
 def on_split(records: list[Record], prefix: str, metric: str = "f1") -> list[Record]:
-    """The runs' `{prefix}_{metric}` as their value (the report reads `eval_` by default)."""
+    """The runs' `{prefix}_{metric}` as their value: dev (`eval`) at the end of the budget;
+    test as the run scored it, after restoring its best epoch on dev, so marked dev-selected
+    where that epoch was not the last."""
     out = []
     for record in records:
         results = json.loads((record.folder / "all_results.json").read_text(encoding="utf-8"))
+        if prefix == "eval":
+            results, selected = final_metrics(record.folder, results)
+        else:
+            selected = chosen_on(record.folder, results) == "dev"
         value = results.get(f"{prefix}_{metric}")
-        out.append(replace(record, value=float("nan") if value is None else float(value)))
+        value = float("nan") if value is None else float(value)
+        out.append(replace(record, value=value, dev_selected=selected))
     return out
 
 
@@ -51,15 +73,17 @@ def summary(records: list[Record]) -> str:
     dev, test = summarize(on_split(records, "eval")), summarize(on_split(records, "test"))
 
     def columns(cell: Cell) -> str:
-        value = f"{cell.median:.4f} ({cell.min:.4f}-{cell.max:.4f})"
+        mark = DEV_SELECTED_MARK if cell.dev_selected else ""
+        value = f"{cell.median:.4f}{mark} ({cell.min:.4f}-{cell.max:.4f})"
         if cell.diff_mean_paired is None or cell.ci_low is None or cell.ci_high is None:
             return f"{value} | –"
         interval = f"[{cell.ci_low:+.4f}, {cell.ci_high:+.4f}]"
         return f"{value} | {cell.diff_mean_paired:+.4f} {interval} {verdict(cell)}"
 
     rows = [
-        "| method | seeds | dev F1 median (min-max) | dev Δ vs plain [95 % CI] | dev P / R | "
-        "test F1 median (min-max) | test Δ vs plain [95 % CI] | test P / R | run time |",
+        "| method | seeds | dev F1 median (min-max) | dev Δ vs plain [95 % t-interval] | "
+        "dev P / R | test F1 median (min-max) | test Δ vs plain [95 % t-interval] | "
+        "test P / R | run time |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     tests = {c.variant: c for c in test}
@@ -89,9 +113,14 @@ def main() -> None:
         "",
         f"Settings, identical for every method: {settings}. SMART and R3F run at the library's "
         "defaults; nothing is tuned, so neither dev nor test chooses anything. Metric: entity-"
-        "level F1 (exact span and type, micro-averaged; seqeval's default mode), dev at the best "
-        "end-of-epoch evaluation (`load_best_model_at_end`), and that same model's F1 on the test "
-        "set (`do_predict`). Every word is labelled through its first subword; the divergences "
+        "level F1 (exact span and type, micro-averaged; seqeval's default mode), dev after the "
+        "last epoch, and the F1 on the test set (`do_predict`) of the model each run kept: its "
+        "best end-of-epoch evaluation on dev (`load_best_model_at_end`), so a test figure whose "
+        "best epoch was not the last is marked as chosen on dev (\\*). "
+        + READING_RULE
+        + " "
+        + VERDICT_RULE
+        + " Every word is labelled through its first subword; the divergences "
         "of SMART and R3F are per labelled token (docs/tagging.md).",
         "",
         f"Machine: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, "

@@ -1,70 +1,115 @@
 """Writes results/precision-check.md: bf16 against float32 for plain fine-tuning and SMART on RTE
-and MRPC (3 seeds), paired by seed, from the runs of results/precision-check/sweep.yaml (made on
-a GPU by scripts/gpu/check.sh). A tie (the paired interval holds 0) is what issue 18 requires
-before any study uses bf16. Run from the repository root:
+and MRPC (3 seeds), paired by seed, from the runs of results/precision-check/sweep.yaml, with
+the CPU each half ran on (bf16 needs native support to be worth running: docs/precision.md).
+A tie (the paired interval holds 0) is what issue 18 requires before any study uses bf16. Run
+from the repository root:
 
     .venv/bin/python results/precision-check/write_results.py
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from smartft.report import Record, bootstrap_ci, collect
+from smartft.report import VERDICT_RULE, Record, collect, compare, minutes, runs_table
+from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/precision-check")
+SWEEP = ROOT / "sweep.yaml"
 OUT = Path("results/precision-check.md")
+PRECISIONS = ("float32", "bf16")
 
 
-def pairs(records: list[Record]) -> dict[tuple[str, str], dict[int, dict[str, float]]]:
-    """(task, method) -> seed -> {"float32": value, "bf16": value}."""
-    table: dict[tuple[str, str], dict[int, dict[str, float]]] = defaultdict(dict)
+def precision_of(record: Record) -> str:
+    return "bf16" if "bf16=True" in record.setting else "float32"
+
+
+def pairs(records: list[Record]) -> dict[tuple[str, str], dict[int, dict[str, Record]]]:
+    """(task, method) -> seed -> {"float32": run, "bf16": run}."""
+    table: dict[tuple[str, str], dict[int, dict[str, Record]]] = defaultdict(dict)
     for record in records:
-        precision = "bf16" if "bf16=True" in record.setting else "float32"
-        table[(record.task, record.variant)].setdefault(record.seed, {})[precision] = record.value
+        table[(record.task, record.variant)].setdefault(record.seed, {})[precision_of(record)] = (
+            record
+        )
     return table
 
 
 def rows(records: list[Record]) -> list[str]:
     lines = [
         "| task | method | seeds paired | float32 median | bf16 median | bf16 − float32, "
-        "paired mean [95 % CI] | reading |",
-        "|---|---|---|---|---|---|---|",
+        "paired mean [95 % t-interval] | sign-flip p | detectable Δ | verdict | "
+        "median run time float32 / bf16 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (task, method), seeds in sorted(pairs(records).items()):
         both = {s: v for s, v in seeds.items() if len(v) == 2}
+        ran = {p: [v[p] for v in seeds.values() if p in v] for p in PRECISIONS}
+        times = " / ".join(
+            minutes(statistics.median(r.runtime_s for r in ran[p])) if ran[p] else "–"
+            for p in PRECISIONS
+        )
         if not both:
-            lines.append(f"| {task} | {method} | 0 | – | – | – | not run yet |")
+            lines.append(
+                f"| {task} | {method} | 0 | – | – | – | – | – | not paired yet | {times} |"
+            )
             continue
-        diffs = [v["bf16"] - v["float32"] for v in both.values()]
-        low, high = bootstrap_ci(diffs) if len(diffs) > 1 else (float("nan"), float("nan"))
-        reading = "tie" if low <= 0 <= high else ("bf16 better" if low > 0 else "bf16 worse")
-        if len(diffs) < 3:
-            reading = "too few seeds"
-        f32 = statistics.median(v["float32"] for v in both.values())
-        b16 = statistics.median(v["bf16"] for v in both.values())
+        found = compare([v["bf16"].value - v["float32"].value for v in both.values()])
+        medians = [statistics.median(v[p].value for v in both.values()) for p in PRECISIONS]
+        interval = f"[{found.ci_low:+.4f}, {found.ci_high:+.4f}]" if found.n > 1 else ""
         lines.append(
-            f"| {task} | {method} | {len(both)} | {f32:.4f} | {b16:.4f} | "
-            f"{statistics.fmean(diffs):+.4f} [{low:+.4f}, {high:+.4f}] | {reading} |"
+            f"| {task} | {method} | {found.n} | {medians[0]:.4f} | {medians[1]:.4f} | "
+            f"{found.mean:+.4f} {interval} | {found.p_sign_flip:.3f} | {found.detectable:.4f} | "
+            f"{found.verdict} | {times} |"
         )
     return lines
 
 
+def machines(records: list[Record]) -> list[str]:
+    """The CPUs and code each precision's runs used, from their records."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        results = json.loads((record.folder / "all_results.json").read_text(encoding="utf-8"))
+        native = "native bf16" if results.get("cpu_native_bf16") else "no native bf16"
+        seen[precision_of(record)].add(
+            f"{results.get('cpu_model', 'unrecorded CPU')} ({native}), code "
+            f"{str(results.get('git_commit'))[:7]}"
+        )
+    return [f"- {p}: " + "; ".join(sorted(seen[p])) for p in PRECISIONS if seen[p]]
+
+
 def main() -> None:
-    runs = ROOT / "runs"
-    records = collect(runs) if runs.is_dir() else []
+    sweep = build(from_file(str(SWEEP)))
+    runs = expand(sweep)
+    finished = [r for r in runs if is_done(sweep.runs_dir / r.name)]
+    records = collect(sweep.runs_dir) if sweep.runs_dir.is_dir() else []
     lines = [
-        "# bf16 against float32 (issue 18's accuracy check)",
+        "# bf16 against float32 (issues 18 and 56)",
         "",
-        "Plain fine-tuning and SMART (`ball` projection) on RTE and MRPC, seeds 1-3, the GLUE "
-        "study's settings, once in float32 and once with `--bf16`; dev accuracy at the best "
-        "epoch, paired by seed. Written by `.venv/bin/python results/precision-check/"
-        "write_results.py` from `results/precision-check/runs` (a GPU's runs: "
-        "`scripts/gpu/check.sh`).",
+        f"**Status: {len(finished)} of {len(runs)} runs finished.** Rewritten from the runs by "
+        "`.venv/bin/python results/precision-check/write_results.py`.",
         "",
-        *(rows(records) if records else ["No run has finished: this check needs a GPU."]),
+        "Plain fine-tuning and SMART (the paper's settings, `ball` projection) on RTE and MRPC, "
+        "seeds 1-3, the GLUE study's settings (3 epochs, batch 16, lr 5e-5), once in float32 "
+        "and once with `--bf16`; dev accuracy read once, after the third epoch (no evaluation "
+        "during training, no epoch chosen), paired by seed. " + VERDICT_RULE,
+        "",
+        "The CPUs the runs used (from their records):",
+        "",
+        *(machines(records) or ["- none yet"]),
+        "",
+        *(rows(records) if records else ["No run has finished."]),
+        "",
+        "SMART's ball of ε = 1e-5 is below what bf16 represents on MiniLM's word embeddings "
+        "(smartft warns: docs/precision.md), so a bf16 SMART run's R_s measures rounding noise "
+        "and dropout rather than the perturbation; a tie here says the two precisions reach "
+        "the same accuracy, not that they optimize the same objective.",
+        "",
+        "## Every finished run",
+        "",
+        runs_table(records, Path("results")) if records else "None yet.",
     ]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {OUT}")

@@ -280,6 +280,14 @@ class TrainConfig:
             open_high=True,
         ),
     )
+    score_dev_at_end: bool = field(
+        default=False,
+        metadata=option(
+            "with --holdout_fraction: after the held-out part has chosen the checkpoint (best "
+            "evaluation, or the last with --load_best_model_at_end false), score it once on the "
+            "dev split (dev_* in all_results.json): dev read once, by one command"
+        ),
+    )
     data_seed: int = field(
         default=42,
         metadata=option(
@@ -364,6 +372,11 @@ class TrainConfig:
             raise ConfigError("eval_strategy=steps needs 'eval_steps' of at least 1")
         if self.early_stopping_patience is not None and self.eval_strategy == "no":
             raise ConfigError("--early_stopping_patience needs evaluations (--eval_strategy)")
+        if self.score_dev_at_end and self.holdout_fraction <= 0:
+            raise ConfigError(
+                "--score_dev_at_end needs --holdout_fraction (without a held-out part the run "
+                "evaluates on dev already)"
+            )
 
 
 _BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}

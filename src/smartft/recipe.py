@@ -452,7 +452,8 @@ class FineTuneRecipe:
         return self.scores(self.eval_loader, self.eval_layout)
 
     def test_metrics(self, examples: Examples) -> dict[str, float]:
-        """--do_predict: the final model's scores on the labelled test split."""
+        """The final model's scores on other labelled examples (--do_predict's test split,
+        --score_dev_at_end's dev split)."""
         return self.scores(*self.loader_for(examples))
 
     def scores(self, loader: Any, layout: TagLayout | None) -> dict[str, float]:
@@ -502,6 +503,8 @@ class FineTuneRecipe:
             results.update({f"eval_{k}": v for k, v in self.dev_metrics().items()})
         if self.data.test is not None:
             results.update({f"test_{k}": v for k, v in self.test_metrics(self.data.test).items()})
+        if self.data.dev is not None:  # --score_dev_at_end: dev's one reading
+            results.update({f"dev_{k}": v for k, v in self.test_metrics(self.data.dev).items()})
         self.accelerator.wait_for_everyone()
         if self.main:
             if self.cfg.save_model:
@@ -522,6 +525,15 @@ class FineTuneRecipe:
         model.save_pretrained(self.out)
         if self.cfg.peft:
             model.config.save_pretrained(self.out)
+
+    def chosen_on(self) -> str:
+        """What chose the weights that eval_* scores: "end" (the last update), or "dev" /
+        "holdout" (the best evaluation there, restored by --load_best_model_at_end). Dev-chosen
+        figures read dev more than once: reports read such runs at their last evaluation."""
+        loop = self.loop
+        if self.best_state is None or loop.best_step in (None, loop.step):
+            return "end"
+        return "holdout" if self.cfg.holdout_fraction > 0 else "dev"
 
     def results(self, runtime: float) -> dict[str, Any]:
         cfg, loop, times = self.cfg, self.loop, self.step_times
@@ -548,6 +560,7 @@ class FineTuneRecipe:
             "resumed_from": str(self.resume) if self.resume else None,
             "precision": self.precision.name,
             "stopped_early": self.patience_spent(),
+            "checkpoint_chosen_on": self.chosen_on(),
             **self.method.counters(),
             **provenance(),  # the commit and CPU that produced these numbers
         }

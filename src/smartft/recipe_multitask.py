@@ -41,6 +41,11 @@ class MultiTaskRecipe(FineTuneRecipe):
     def setup_data(self) -> None:
         cfg = self.cfg
         self.names = parse_tasks(cfg.task_name)
+        if cfg.score_dev_at_end:
+            raise ConfigError(
+                "--score_dev_at_end is for single-task runs; score a multi-task run's heads "
+                "with smartft eval"
+            )
         self.datas: list[TrainData] = [
             load_train_data(replace(cfg, task_name=name)) for name in self.names
         ]

@@ -1,15 +1,21 @@
 """`smartft report RUNS_DIR [RUNS_DIR ...]`: per task and method, the main metric over seeds,
-the difference to plain fine-tuning with a paired significance indication, plots, and a JSON
-summary.
+the difference to plain fine-tuning with a paired interval and verdict, plots, and a JSON summary.
 
-Statistics are over seeds, never a best seed alone: median, mean, sample std, min, max, n. Against
-the baseline (plain) the seeds are paired: the mean paired difference, a 95 % bootstrap interval
-over seeds and a two-sided Wilcoxon signed-rank p-value (with 3 seeds no p can fall below 0.25, so
-read the interval and the spread as much as the p).
+Statistics are over seeds, never a best seed alone: median, mean, sample std, min, max, n. Each
+run is read at the end of its training budget: a run that kept its best epoch on dev
+(`load_best_model_at_end` with dev as the evaluation split) is read from its last evaluation in
+`metrics.jsonl` instead, since picking the epoch on dev reads dev more than once (the rule and
+its reasons: docs/verdicts.md). Against the baseline (plain) the seeds are paired: the mean
+paired difference with a 95 % paired t-interval, whose level holds at any number of seeds (a
+percentile bootstrap over 3 seeds is just [min, max] and calls a difference a third of the time
+when there is none), an exact sign-flip p-value beside it, and the smallest difference the study
+could have detected (80 % power at its n and spread), so that a tie says what it rules out.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import math
 import statistics
@@ -21,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from numpy.typing import NDArray
 from scipy import stats
 
 from smartft.errors import ConfigError
@@ -42,6 +49,10 @@ class Record:
     runtime_s: float
     # resumed by code that did not record the time before the resume: runtime_s is the last part
     runtime_partial: bool = False
+    # the value comes from weights chosen by reading dev (a bare run folder of a best-on-dev run,
+    # without the metrics.jsonl that holds its last evaluation)
+    dev_selected: bool = False
+    split: str = "dev"  # "holdout": a model-selection run's score on held-out training data
 
 
 @dataclass
@@ -64,12 +75,15 @@ class Cell:
     diff_mean_paired: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    p_wilcoxon: float | None = None
+    p_sign_flip: float | None = None
+    detectable: float | None = None  # the |Δ| found 80 % of the time at this n and spread
     paired_seeds: int = 0
+    dev_selected: bool = False  # some seed's value was chosen on dev (see Record)
 
 
 def collect(runs_dir: Path) -> list[Record]:
-    """Every finished run below `runs_dir` (sweep folders, or plain `smartft train` outputs)."""
+    """Every finished run below `runs_dir` (sweep folders, or plain `smartft train` outputs,
+    `all_results.json` alone included), each read at the end of its budget (`final_metrics`)."""
     records = []
     for results_file in sorted(runs_dir.rglob("all_results.json")):
         folder = results_file.parent
@@ -78,7 +92,10 @@ def collect(runs_dir: Path) -> list[Record]:
         if (folder / SWEEP_FILE).is_file():
             axes = yaml.safe_load((folder / SWEEP_FILE).read_text(encoding="utf-8")) or {}
         metric = results["main_metric"]
-        value = results.get(f"eval_{metric}")
+        metrics, dev_selected = final_metrics(folder, results)
+        # --score_dev_at_end: dev's one reading of the checkpoint the held-out part chose
+        value = metrics.get(f"dev_{metric}", metrics.get(f"eval_{metric}"))
+        held_out = results.get("eval_split") == "holdout" and f"dev_{metric}" not in metrics
         extra = {k: v for k, v in axes.items() if k not in ("task", "variant", "seed")}
         records.append(
             Record(
@@ -92,23 +109,174 @@ def collect(runs_dir: Path) -> list[Record]:
                 runtime_s=float(results.get("train_runtime_s", math.nan)),
                 runtime_partial=bool(results.get("resumed_from"))
                 and results.get("train_runtime_before_resume_s") is None,
+                dev_selected=dev_selected,
+                split="holdout" if held_out else "dev",
             )
         )
     return records
 
 
-def bootstrap_ci(diffs: list[float], resamples: int = 10000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile interval of the mean paired difference, resampling seeds."""
-    data = np.asarray(diffs)
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+def chosen_on(folder: Path, results: dict[str, Any]) -> str:
+    """What picked the weights a run's `eval_*` figures score: "dev" (the best evaluation on
+    dev, `load_best_model_at_end`), "holdout" (the best on held-out training data) or "end"
+    (the last update). Recorded by the run; for older runs, read from its config.yaml."""
+    if "checkpoint_chosen_on" in results:
+        return str(results["checkpoint_chosen_on"])
+    config: dict[str, Any] = {}
+    if (folder / "config.yaml").is_file():
+        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
+    best = config.get("load_best_model_at_end", True) and config.get("eval_strategy") != "no"
+    if not best or results.get("best_step") in (None, results.get("train_steps")):
+        return "end"
+    return "holdout" if results.get("eval_split") == "holdout" else "dev"
 
 
-def wilcoxon_p(diffs: list[float]) -> float:
-    if all(d == 0 for d in diffs):
+def final_metrics(folder: Path, results: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The run's evaluation figures at the end of its budget, and whether they are dev-selected
+    after all. A run that kept its best epoch on dev logged every evaluation, the last one at
+    its final update: that one is its end-of-budget score. Runs chosen on held-out training data
+    keep the chosen weights' figures (dev unread in the choice), and so do runs without
+    metrics.jsonl (their figures are then marked dev-selected)."""
+    if chosen_on(folder, results) != "dev":
+        return results, upstream_chosen_on_dev(folder)
+    log = folder / "metrics.jsonl"
+    if not log.is_file():
+        return results, True
+    last = None
+    for line in log.read_text(encoding="utf-8").splitlines():
+        event = json.loads(line)
+        if event.get("event") == "eval":
+            last = event
+    if last is None or last.get("step") != results.get("train_steps"):
+        return results, True
+    ended = {**results, **{k: v for k, v in last.items() if k.startswith("eval_")}}
+    return ended, upstream_chosen_on_dev(folder)
+
+
+def upstream_chosen_on_dev(folder: Path, depth: int = 4) -> bool:
+    """Whether a run started from (`model_name_or_path`) or learned from (`teachers`) a saved
+    run whose weights were chosen on dev: its own figures then depend on dev's choice too."""
+    config_file = folder / "config.yaml"
+    if depth == 0 or not config_file.is_file():
+        return False
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    sources = [str(config.get("model_name_or_path") or "")]
+    sources += str(config.get("teachers") or "").split(",")
+    for source in filter(None, (s.strip() for s in sources)):
+        results_file = Path(source) / "all_results.json"
+        if not results_file.is_file():
+            continue
+        results = json.loads(results_file.read_text(encoding="utf-8"))
+        if chosen_on(results_file.parent, results) == "dev":
+            return True
+        if upstream_chosen_on_dev(results_file.parent, depth - 1):
+            return True
+    return False
+
+
+# The rules, in the words the results files quote them in.
+VERDICT_RULE = (
+    "Verdict: `better` / `worse` when the 95 % paired t-interval of the same-seed differences "
+    "excludes 0, `tie` otherwise, `too few seeds` below 3 pairs (docs/verdicts.md). "
+    "`detectable Δ` is the difference a study of this n and spread finds 80 % of the time: "
+    "a tie rules out differences about that large, not smaller ones."
+)
+READING_RULE = (
+    "Every run is read at the end of its training budget (its last evaluation, in its "
+    "metrics.jsonl), never at its best epoch on dev: choosing the epoch on dev reads dev once "
+    "per epoch and favours whichever method was given more epochs."
+)
+
+T_LEVEL = 0.95
+POWER = 0.8
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired differences summarized: the mean, its t-interval, an exact sign-flip p-value, the
+    smallest difference detectable at this n, and the verdict."""
+
+    n: int
+    mean: float
+    ci_low: float
+    ci_high: float
+    p_sign_flip: float
+    detectable: float
+    verdict: str
+
+
+@functools.cache
+def _t_quantile(q: float, df: int) -> float:
+    return float(stats.t.ppf(q, df))
+
+
+def t_interval(diffs: Sequence[float], level: float = T_LEVEL) -> tuple[float, float]:
+    """The paired t-interval of the mean difference (exact for normal differences at any n)."""
+    data = np.asarray(diffs, dtype=np.float64)
+    n = len(data)
+    if n < 2:
+        return math.nan, math.nan
+    half = _t_quantile(0.5 + level / 2, n - 1) * float(data.std(ddof=1)) / math.sqrt(n)
+    mean = float(data.mean())
+    return mean - half, mean + half
+
+
+def detectable_difference(diffs: Sequence[float], level: float = T_LEVEL) -> float:
+    """The true mean difference a paired t-test at this n and spread detects with 80 % power:
+    (t_{1-α/2} + t_{power}) · sd / √n. A tie rules out differences about this large."""
+    n = len(diffs)
+    if n < 2:
+        return math.nan
+    t_alpha, t_power = _t_quantile(0.5 + level / 2, n - 1), _t_quantile(POWER, n - 1)
+    return (t_alpha + t_power) * float(np.std(diffs, ddof=1)) / math.sqrt(n)
+
+
+@functools.cache
+def _signs(n: int) -> NDArray[np.float64]:
+    """Every assignment of signs to n differences (2^n rows)."""
+    grid = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    return grid.reshape(-1, n)
+
+
+def sign_flip_p(diffs: Sequence[float], draws: int = 20000, seed: int = 0) -> float:
+    """Two-sided p-value of the paired sign-flip (permutation) test on the mean difference:
+    exact up to 16 seeds, else from `draws` random flips. With 3 seeds it cannot go below 0.25."""
+    data = np.asarray(diffs, dtype=np.float64)
+    if len(data) == 0 or not np.any(data):
         return 1.0
-    return float(stats.wilcoxon(diffs, zero_method="zsplit").pvalue)
+    if len(data) <= 16:
+        signs = _signs(len(data))
+    else:
+        signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(draws, len(data)))
+    observed = abs(data.mean())
+    flipped = np.abs((signs * data).mean(axis=1))
+    return float(np.mean(flipped >= observed - 1e-12))
+
+
+MIN_PAIRED_SEEDS = 3
+
+
+def compare(diffs: Sequence[float]) -> Comparison:
+    """The paired comparison of one variant with the baseline over seeds. Better / worse when
+    the t-interval excludes 0, else a tie; no verdict below 3 paired seeds."""
+    n = len(diffs)
+    low, high = t_interval(diffs)
+    mean = statistics.fmean(diffs) if n else math.nan
+    return Comparison(
+        n, mean, low, high, sign_flip_p(diffs), detectable_difference(diffs), judge(n, low, high)
+    )
+
+
+def judge(n: int, low: float, high: float) -> str:
+    """Better / worse when the interval excludes 0, else a tie; nothing below 3 paired seeds
+    (two differences of one sign say little)."""
+    if n < MIN_PAIRED_SEEDS:
+        return "too few seeds" if n else ""
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "tie"
 
 
 def summarize(records: list[Record], baseline: str = "plain") -> list[Cell]:
@@ -139,7 +307,9 @@ def summarize(records: list[Record], baseline: str = "plain") -> list[Cell]:
             )
         )
     by_key = {(c.task, c.setting, c.variant): c for c in cells}
+    selected = {(r.task, r.setting, r.variant) for r in records if r.dev_selected}
     for cell in cells:
+        cell.dev_selected = (cell.task, cell.setting, cell.variant) in selected
         base = by_key.get((cell.task, cell.setting, baseline))
         if base is None or cell.variant == baseline:
             continue
@@ -154,8 +324,9 @@ def summarize(records: list[Record], baseline: str = "plain") -> list[Cell]:
         if diffs:
             cell.diff_mean_paired = statistics.fmean(diffs)
         if len(diffs) >= 2:
-            cell.ci_low, cell.ci_high = bootstrap_ci(diffs)
-            cell.p_wilcoxon = wilcoxon_p(diffs)
+            found = compare(diffs)
+            cell.ci_low, cell.ci_high = found.ci_low, found.ci_high
+            cell.p_sign_flip, cell.detectable = found.p_sign_flip, found.detectable
     return cells
 
 
@@ -171,24 +342,18 @@ def minutes(seconds: float, digits: int = 1) -> str:
     return "–" if math.isnan(seconds) else f"{seconds / 60:.{digits}f} min"
 
 
-MIN_PAIRED_SEEDS = 3
-
-
 def verdict(cell: Cell) -> str:
-    """Better / worse when the bootstrap interval excludes 0, else a tie within the noise; no
-    verdict below 3 paired seeds (two differences of one sign already exclude 0)."""
+    """The cell's verdict against the baseline by the paired t-interval (`compare`)."""
     if cell.ci_low is None or cell.ci_high is None:
         return ""
-    if cell.paired_seeds < MIN_PAIRED_SEEDS:
-        return "too few seeds"
-    if cell.ci_low > 0:
-        return "better"
-    if cell.ci_high < 0:
-        return "worse"
-    return "tie"
+    return judge(cell.paired_seeds, cell.ci_low, cell.ci_high)
+
+
+DEV_SELECTED_MARK = "\\*"  # a markdown asterisk
 
 
 def markdown(cells: list[Cell], baseline: str = "plain") -> str:
+    """A table per task: the seeds' statistics, and each variant against the baseline."""
     lines = []
     for (task, setting), group in _by_task(cells).items():
         title = f"{task}" + (f" ({setting})" if setting else "")
@@ -196,24 +361,36 @@ def markdown(cells: list[Cell], baseline: str = "plain") -> str:
             f"### {title}: {group[0].metric}",
             "",
             f"| method | n | median | mean | std | min | max | Δ median vs {baseline} | "
-            "Δ mean (paired) [95% CI] | Wilcoxon p | verdict | median run time |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "Δ mean (paired) [95% t-interval] | sign-flip p | detectable Δ | verdict | "
+            "median run time |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for c in group:
-            ci = (
-                ""
-                if c.ci_low is None
-                else f" [{_fmt(c.ci_low, signed=True)}, {_fmt(c.ci_high, signed=True)}]"
-            )
-            lines.append(
-                f"| {c.variant} | {len(c.values)} | {_fmt(c.median)} | {_fmt(c.mean)} | "
-                f"{_fmt(c.std)} | {_fmt(c.min)} | {_fmt(c.max)} | "
-                f"{_fmt(c.diff_median, signed=True)} | "
-                f"{_fmt(c.diff_mean_paired, signed=True)}{ci} | {_fmt(c.p_wilcoxon, 3)} | "
-                f"{verdict(c)} | {minutes(c.runtime_s)} |"
-            )
+        lines += [_row(c) for c in group]
         lines.append("")
+    if any(c.dev_selected for c in cells):
+        lines += [
+            f"{DEV_SELECTED_MARK} best epoch on dev: runs kept without metrics.jsonl, so their "
+            "end-of-budget score is unknown; dev was read to choose the figure (not a fair "
+            "comparison).",
+            "",
+        ]
     return "\n".join(lines)
+
+
+def _row(c: Cell) -> str:
+    ci = (
+        ""
+        if c.ci_low is None
+        else f" [{_fmt(c.ci_low, signed=True)}, {_fmt(c.ci_high, signed=True)}]"
+    )
+    mark = DEV_SELECTED_MARK if c.dev_selected else ""
+    return (
+        f"| {c.variant}{mark} | {len(c.values)} | {_fmt(c.median)} | "
+        f"{_fmt(c.mean)} | {_fmt(c.std)} | {_fmt(c.min)} | {_fmt(c.max)} | "
+        f"{_fmt(c.diff_median, signed=True)} | {_fmt(c.diff_mean_paired, signed=True)}{ci} | "
+        f"{_fmt(c.p_sign_flip, 3)} | {_fmt(c.detectable)} | {verdict(c)} | "
+        f"{minutes(c.runtime_s)} |"
+    )
 
 
 def _by_task(cells: list[Cell]) -> dict[tuple[str, str], list[Cell]]:
@@ -252,14 +429,10 @@ def plot(records: list[Record], cells: list[Cell], out: Path) -> list[Path]:
         fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
         colors = {c.variant: f"C{i}" for i, c in enumerate(group)}
         for record in records:
-            if record.task != task or record.setting != setting:
-                continue
-            events = [
-                json.loads(line)
-                for line in (record.folder / "metrics.jsonl")
-                .read_text(encoding="utf-8")
-                .splitlines()
-            ]
+            log = record.folder / "metrics.jsonl"
+            if record.task != task or record.setting != setting or not log.is_file():
+                continue  # (a run kept as all_results.json alone has no curves)
+            events = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
             train = [e for e in events if e["event"] == "train"]
             evals = [e for e in events if e["event"] == "eval"]
             label = (

@@ -114,6 +114,7 @@ class TrainData:
     train: Examples
     eval: Examples | None
     test: Examples | None = None  # --do_predict
+    dev: Examples | None = None  # --score_dev_at_end: scored once, after the held-out choice
 
 
 def load_train_data(cfg: TrainConfig) -> TrainData:
@@ -129,9 +130,11 @@ def load_train_data(cfg: TrainConfig) -> TrainData:
             spec, infer_labels(path, rows, spec.label_column or "label", cfg.problem_type)
         )
     train = to_examples(spec, "train", path, rows, require_labels=True)
-    evaluation = None
+    evaluation = dev = None
     if cfg.holdout_fraction > 0:  # model selection on training data, never on dev
         evaluation, train = train.split(cfg.holdout_fraction, cfg.data_seed + 1)
+        if cfg.score_dev_at_end:  # read now; scored once, after the choice
+            dev = load_examples(spec, spec.eval_split, data_dir(cfg))
     elif spec.eval_split in spec.files:
         evaluation = load_examples(spec, spec.eval_split, data_dir(cfg))
     return TrainData(
@@ -139,6 +142,7 @@ def load_train_data(cfg: TrainConfig) -> TrainData:
         train.sample(cfg.train_fraction, cfg.data_seed).head(cfg.max_train_samples),
         evaluation.head(cfg.max_eval_samples) if evaluation else None,
         test_examples(cfg, spec),
+        dev.head(cfg.max_eval_samples) if dev else None,
     )
 
 
