@@ -697,3 +697,20 @@ def test_a_run_waits_for_the_model_it_starts_from_and_a_missing_one_is_made_agai
     data["variants"]["mt"] = {"model_name_or_path": "runs/rte/mt/seed{seed}"}  # type: ignore[index]
     with pytest.raises(ConfigError, match=r"models: rte/mt/seed1 -> rte/mt/seed1$"):
         run_all(build(data, runs_dir="runs"), expand(build(data, runs_dir="runs")))
+
+
+def test_report_gives_out_of_distribution_scores_the_same_paired_statistics(
+    tmp_path: Path,
+) -> None:
+    for seed in (1, 2, 3, 4):
+        for variant, shift in (("plain", 0.0), ("smart", 0.05)):
+            fake_run(tmp_path, "mrpc", variant, seed, 0.8)
+            path = tmp_path / "mrpc" / variant / f"seed{seed}" / "all_results.json"
+            results = json.loads(path.read_text())
+            results.update({"ood_paws_accuracy": 0.45 + shift + 0.001 * seed, "ood_paws_f1": 0.1})
+            path.write_text(json.dumps(results))
+    text, _ = report(tmp_path, tmp_path / "out", plots=False)
+    assert "## Out of distribution" in text and "### mrpc → paws: accuracy" in text
+    shifted = text[text.index("mrpc → paws") :]
+    assert "| smart | 4 | 0.5025 |" in shifted and "better" in shifted
+    assert "ood_paws_f1" not in text  # each set's main metric

@@ -299,6 +299,19 @@ class TrainConfig:
     max_eval_samples: int | None = field(
         default=None, metadata=option("use only the first N evaluation examples", low=1)
     )
+    ood_tasks: str | None = field(
+        default=None,
+        metadata=option(
+            "comma-separated out-of-distribution sets to score the final model on after "
+            "training, each on its evaluation split (paws for MRPC, sick for STS-B, hans / "
+            "anli_r1 / snli / scitail / advglue_rte ... for RTE); ood_TASK_METRIC in "
+            "all_results.json (docs/robustness.md)"
+        ),
+    )
+    ood_data_dir: str | None = field(
+        default=None,
+        metadata=option("folder holding the --ood_tasks' data (default: --data_dir)"),
+    )
     bf16: bool = field(
         default=False,
         metadata=option(

@@ -25,6 +25,7 @@ from smartft.multitask import load_head, saved_head, trained_heads
 from smartft.precision import Precision
 from smartft.runtime import make_accelerator
 from smartft.tagging import TagLayout, label_tokens, write_conll
+from smartft.transfer import Transfer, transfer
 
 
 @dataclass
@@ -38,6 +39,8 @@ class SavedModel:
     model: Any
     tokenizer: Any
     layout: TagLayout | None = None
+    # another task's NLI set scored as entailment against the rest (smartft.transfer)
+    transfer: Transfer | None = None
 
     def outputs(self, examples: Examples) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
         """Logits (or scores) and, where the examples have them, labels (a tagging task's: one
@@ -81,16 +84,30 @@ def load_for_inference(cfg: TrainConfig, allow_label_mismatch: bool = False) -> 
         raise ConfigError(f"cannot load a model from {path}: {err}") from None
     if head is not None:
         load_head(model, head)
+    view = None
     if spec.name == "custom":
         spec = with_metrics(spec, labels_from_model(model))
-    else:
+    elif (view := nli_view(model, spec)) is None:
         check_labels(path, model, spec, allow_label_mismatch)
     tokenizer = load_tokenizer(path, cfg.trust_remote_code, words=spec.tagging)
     set_padding(model, tokenizer)
     if spec.tagging:
         label_tokens(model)
     model = accelerator.prepare(model)
-    return SavedModel(spec, cfg, accelerator, precision, model, tokenizer)
+    return SavedModel(spec, cfg, accelerator, precision, model, tokenizer, transfer=view)
+
+
+def nli_view(model: Any, spec: TaskSpec) -> Transfer | None:
+    """A 2-way NLI model (RTE's labels) on a 2- or 3-way NLI set with other labels: scored as
+    entailment against the rest. None for every other pairing (checked as before)."""
+    ours = labels_from_model(model)
+    if ours is None or spec.labels is None or spec.owns_labels(ours):
+        return None
+    try:
+        found = transfer(ours, spec)
+    except ConfigError:
+        return None
+    return found if found.collapse else None
 
 
 def task_head(path: Path, task: str) -> Path | None:
@@ -173,16 +190,20 @@ def evaluate(
                 f"({', '.join(spec.labels or ('a score',))}); an ensemble needs one label set"
             )
         outputs, labels = saved.outputs(examples)
+        if saved.transfer is not None and labels is not None:
+            labels = saved.transfer.labels(labels)
         if len(paths) > 1 and not spec.is_regression:
             outputs = torch.from_numpy(outputs).softmax(-1).numpy()
         total = outputs if total is None else total + outputs
     assert total is not None and labels is not None
+    scoring = saved.transfer.scoring if saved.transfer else spec
     return {
         "task": spec.name,
         "split": split,
         "examples": len(examples),
         **({"models": len(paths)} if len(paths) > 1 else {}),
-        **score(spec, total / len(paths), labels, saved.layout),
+        **({"scored_as": saved.transfer.description} if saved.transfer else {}),
+        **score(scoring, total / len(paths), labels, saved.layout),
     }
 
 

@@ -456,6 +456,19 @@ class FineTuneRecipe:
         --score_dev_at_end's dev split)."""
         return self.scores(*self.loader_for(examples))
 
+    def ood_metrics(self) -> dict[str, float]:
+        """--ood_tasks: the final model on each out-of-distribution set (ood_TASK_METRIC)."""
+        found: dict[str, float] = {}
+        for how, examples in self.data.ood:
+            loader, _ = self.loader_for(examples)
+            outputs, labels = predict_outputs(
+                self.model, loader, self.accelerator, self.show, self.precision
+            )
+            assert labels is not None
+            metrics = score(how.scoring, outputs, how.labels(labels))
+            found.update({f"ood_{how.spec.name}_{k}": v for k, v in metrics.items()})
+        return found
+
     def scores(self, loader: Any, layout: TagLayout | None) -> dict[str, float]:
         outputs, labels = predict_outputs(
             self.model, loader, self.accelerator, self.show, self.precision
@@ -505,6 +518,7 @@ class FineTuneRecipe:
             results.update({f"test_{k}": v for k, v in self.test_metrics(self.data.test).items()})
         if self.data.dev is not None:  # --score_dev_at_end: dev's one reading
             results.update({f"dev_{k}": v for k, v in self.test_metrics(self.data.dev).items()})
+        results.update(self.ood_metrics())
         self.accelerator.wait_for_everyone()
         if self.main:
             if self.cfg.save_model:

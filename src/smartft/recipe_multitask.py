@@ -41,6 +41,11 @@ class MultiTaskRecipe(FineTuneRecipe):
     def setup_data(self) -> None:
         cfg = self.cfg
         self.names = parse_tasks(cfg.task_name)
+        if cfg.ood_tasks:
+            raise ConfigError(
+                "--ood_tasks is for single-task runs; score a multi-task run's heads on "
+                "out-of-distribution sets with smartft eval"
+            )
         if cfg.score_dev_at_end:
             raise ConfigError(
                 "--score_dev_at_end is for single-task runs; score a multi-task run's heads "

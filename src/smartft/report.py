@@ -21,7 +21,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import yaml
 from numpy.typing import NDArray
 from scipy import stats
 
+from smartft.data.tasks import TASKS
 from smartft.errors import ConfigError
 from smartft.metrics import json_safe
 from smartft.sweep import SWEEP_FILE
@@ -53,6 +54,8 @@ class Record:
     # without the metrics.jsonl that holds its last evaluation)
     dev_selected: bool = False
     split: str = "dev"  # "holdout": a model-selection run's score on held-out training data
+    # out-of-distribution scores (--ood_tasks): "paws" -> ("accuracy", value), each set's main
+    ood: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,9 +114,30 @@ def collect(runs_dir: Path) -> list[Record]:
                 and results.get("train_runtime_before_resume_s") is None,
                 dev_selected=dev_selected,
                 split="holdout" if held_out else "dev",
+                ood=ood_scores(results),
             )
         )
     return records
+
+
+def ood_scores(results: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    """A run's `ood_TASK_METRIC` figures: each out-of-distribution set's main metric."""
+    found = {}
+    for name, spec in TASKS.items():
+        key = f"ood_{name}_{spec.main_metric}"
+        if key in results and results[key] is not None:
+            found[name] = (spec.main_metric, float(results[key]))
+    return found
+
+
+def ood_records(records: list[Record]) -> list[Record]:
+    """The runs' out-of-distribution scores as records of their own, one "task → set" per
+    set, so that they get the same statistics and paired verdicts as the dev scores."""
+    return [
+        replace(record, task=f"{record.task} → {name}", metric=metric, value=value)
+        for record in records
+        for name, (metric, value) in sorted(record.ood.items())
+    ]
 
 
 def chosen_on(folder: Path, results: dict[str, Any]) -> str:
@@ -520,8 +544,11 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     cells = summarize(records, baseline)
     text = markdown(cells, baseline)
+    shifted = summarize(ood_records(records), baseline)
+    if shifted:
+        text += "\n## Out of distribution\n\n" + markdown(shifted, baseline)
     (out / "report.md").write_text(text + "\n", encoding="utf-8")
-    summary = [asdict(c) for c in cells]
+    summary = [asdict(c) for c in cells + shifted]
     (out / "report.json").write_text(
         json.dumps(json_safe(summary), indent=2) + "\n", encoding="utf-8"
     )

@@ -78,6 +78,11 @@ def read_split(spec: TaskSpec, split: str, data_dir: Path | None) -> tuple[Path,
     path = split_path(spec, split, data_dir)
     fmt = spec.fmt or detect_format(path)
     rows = read_rows(path, fmt, columns=spec.headerless.get(split), json_key=spec.json_key)
+    if spec.split_column is not None:  # one file for every split (SICK)
+        wanted = spec.split_values[split]
+        rows = [row for row in rows if row.fields.get(spec.split_column) == wanted]
+        if not rows:
+            raise DataError(path, f"no row has {spec.split_column} = {wanted} ({split} split)")
     columns = list(spec.text_columns)
     first = rows[0]
     for column in columns:

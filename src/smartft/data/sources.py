@@ -3,7 +3,7 @@ Everything is read and validated here, before a run writes anything."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from smartft.config import TrainConfig
@@ -19,6 +19,7 @@ from smartft.data.readers import detect_format
 from smartft.data.task_def import load_task_defs
 from smartft.data.tasks import TAG_METRICS, TASKS, TaskSpec, get_task
 from smartft.errors import ConfigError
+from smartft.transfer import Transfer, transfer
 
 
 def custom_task(cfg: TrainConfig) -> TaskSpec:
@@ -115,6 +116,7 @@ class TrainData:
     eval: Examples | None
     test: Examples | None = None  # --do_predict
     dev: Examples | None = None  # --score_dev_at_end: scored once, after the held-out choice
+    ood: list[tuple[Transfer, Examples]] = field(default_factory=list)  # --ood_tasks
 
 
 def load_train_data(cfg: TrainConfig) -> TrainData:
@@ -143,7 +145,24 @@ def load_train_data(cfg: TrainConfig) -> TrainData:
         evaluation.head(cfg.max_eval_samples) if evaluation else None,
         test_examples(cfg, spec),
         dev.head(cfg.max_eval_samples) if dev else None,
+        ood_examples(cfg, spec),
     )
+
+
+def ood_examples(cfg: TrainConfig, spec: TaskSpec) -> list[tuple[Transfer, Examples]]:
+    """--ood_tasks: each set's evaluation split and how the trained model scores it, read and
+    checked now, so that a wrong name or an incompatible set stops the run before training."""
+    names = [n.strip() for n in (cfg.ood_tasks or "").split(",") if n.strip()]
+    if names and spec.tagging:
+        raise ConfigError("--ood_tasks scores sentence tasks; a tagging run has none")
+    folder = Path(cfg.ood_data_dir) if cfg.ood_data_dir else data_dir(cfg)
+    trained = None if spec.is_regression else tuple(spec.id2label().values())
+    found = []
+    for name in names:
+        how = transfer(trained, get_task(name))
+        examples = load_examples(how.spec, how.spec.eval_split, folder)
+        found.append((how, examples.head(cfg.max_eval_samples)))
+    return found
 
 
 def test_examples(cfg: TrainConfig, spec: TaskSpec) -> Examples | None:

@@ -40,6 +40,10 @@ class TaskSpec:
     eval_split: str = "validation"
     dropout: float | None = None  # the head's dropout (a --task_def task's dropout_p)
     tagging: bool = False  # a tag per word (CoNLL files), scored by entity F1
+    # one file holding every split, told apart by a column (SICK's SemEval_set): the value of
+    # `split_column` that each split's rows carry
+    split_column: str | None = None
+    split_values: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_regression(self) -> bool:
@@ -261,6 +265,61 @@ for _base, (_key, _text) in _ADVGLUE.items():
             id_column="idx",
         )
     )
+
+# Out-of-distribution sets for models trained on a GLUE task (docs/robustness.md): PAWS for an
+# MRPC model (the same label ids and names), SICK for an STS-B model (relatedness, 1-5) or a
+# 3-way NLI one, HANS for an RTE / NLI model.
+_TASKS += [
+    TaskSpec(
+        name="paws",
+        folder="PAWS",
+        text_columns=("sentence1", "sentence2"),
+        label_column="label",
+        labels=("0", "1"),
+        label_names=("not_equivalent", "equivalent"),  # MRPC's: an MRPC model scores it as is
+        metrics=("accuracy", "f1"),
+        files={"validation": "dev.tsv", "test": "test.tsv"},
+        headerless={s: ("id", "sentence1", "sentence2", "label") for s in ("validation", "test")},
+        id_column="id",
+        eval_split="test",
+    ),
+    *(
+        TaskSpec(
+            name=name,
+            folder="SICK",
+            text_columns=("sentence_A", "sentence_B"),
+            label_column=column,
+            labels=labels,
+            label_names=names,
+            metrics=metrics,
+            files={s: "SICK.txt" for s in ("train", "validation", "test")},
+            split_column="SemEval_set",
+            split_values={"train": "TRAIN", "validation": "TRIAL", "test": "TEST"},
+            id_column="pair_ID",
+            eval_split="test",
+        )
+        for name, column, labels, names, metrics in (
+            ("sick", "relatedness_score", None, (), ("pearson", "spearman")),
+            (
+                "sick_nli",
+                "entailment_label",
+                ("ENTAILMENT", "NEUTRAL", "CONTRADICTION"),
+                NLI3,
+                ("accuracy",),
+            ),
+        )
+    ),
+    TaskSpec(
+        name="hans",
+        folder="hans",
+        text_columns=("sentence1", "sentence2"),
+        label_column="gold_label",
+        labels=("entailment", "non-entailment"),
+        metrics=("accuracy",),
+        files={"validation": "heuristics_evaluation_set.txt", "train": "heuristics_train_set.txt"},
+        id_column="pairID",
+    ),
+]
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in _TASKS}
 ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "mnli_m": "mnli"}
