@@ -35,6 +35,7 @@ def test_unknown_key_suggests_the_right_one() -> None:
         ("group_by_length", "maybe", "expects bool"),
         ("eval_strategy", "sometimes", "must be one of"),
         ("learning_rate", True, "expects float"),
+        ("learning_rate", [1e-4], "expects float"),  # a list in a YAML file: not a traceback
         ("output_dir", None, None),
     ],
 )

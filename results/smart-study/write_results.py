@@ -30,6 +30,7 @@ from smartft.report import (
     collect,
     markdown,
     minutes,
+    ood_records,
     plot,
     runs_table,
     summarize,
@@ -316,6 +317,43 @@ def phase2(records: list[Record]) -> list[str]:
     ]
 
 
+def ood_section(final: list[Record]) -> list[str]:
+    """PAWS (MRPC models) and SICK (STS-B models) against plain, paired by seed: the reruns of
+    ood.yaml (seeds 1-5) and the seeds 6-10 of final-more.yaml; and whether each rerun's dev
+    score reproduces its phase-2 run's end-of-budget score."""
+    reruns = [replace(r, setting="") for r in records_of(ROOT / "ood")]
+    scored = reruns + [r for r in final if r.ood and not r.setting]
+    lines = [
+        "## Out of distribution: PAWS and SICK (issue 51)",
+        "",
+        f"`ood.yaml`: {progress(ROOT / 'ood.yaml')}; `final-more.yaml` (seeds 6-10, in `final/`): "
+        f"{progress(ROOT / 'final-more.yaml')}.",
+        "",
+        "Each MRPC model scored on PAWS-Wiki's test split (8,000 pairs, accuracy) and each STS-B "
+        "model on SICK's test split (4,906 pairs, Pearson), by the run itself after its last "
+        "update (`ood_tasks`); the same paired statistics as on dev.",
+        "",
+    ]
+    if not scored:
+        return [*lines, "No run has finished yet."]
+    lines.append(markdown(summarize(ood_records(scored))))
+    phase2 = {(r.task, r.variant, r.seed): r.value for r in final if not r.setting}
+    same = [
+        (r, phase2[(r.task, r.variant, r.seed)])
+        for r in reruns
+        if (r.task, r.variant, r.seed) in phase2
+    ]
+    if same:
+        exact = sum(abs(r.value - old) < 1e-9 for r, old in same)
+        worst = max(abs(r.value - old) for r, old in same)
+        lines += [
+            f"Reproduction: {exact} of {len(same)} reruns score exactly their phase-2 run's dev "
+            f"figure at the end of training (largest difference {worst:.4f}).",
+            "",
+        ]
+    return lines
+
+
 def main() -> None:
     selection = records_of(ROOT / "selection")
     chosen = choose(selection) if selection else {}
@@ -429,10 +467,16 @@ def main() -> None:
         "",
         *phase2(final),
         "",
+        *ood_section(final),
+        "",
         "## Every finished run",
         "",
         runs_table(
-            records_of(ROOT / "pilot") + selection + radius + records_of(ROOT / "final"),
+            records_of(ROOT / "pilot")
+            + selection
+            + radius
+            + records_of(ROOT / "final")
+            + records_of(ROOT / "ood"),
             ROOT,
         ),
     ]

@@ -430,7 +430,7 @@ def convert(cls: type, f: dataclasses.Field[Any], value: Any, source: str) -> An
             result = float(value)
         else:
             result = str(value)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a list or mapping where one value belongs
         raise ConfigError(f"{source}: '{f.name}' expects {base.__name__}, got {value!r}") from None
     choices = f.metadata.get("choices")
     if choices and result not in choices:
