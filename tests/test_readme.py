@@ -8,10 +8,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from smartft.cli import _parser
+from smartft.report import BLOCK, doc_pages, written_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,19 +84,51 @@ def test_every_option_the_docs_name_is_one_smartft_has() -> None:
     assert not stale, sorted(stale)
 
 
-def test_the_multitask_table_is_the_one_its_script_writes_from_the_runs(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """No figure in README's multi-task table is typed: it is what write_results.py makes of
-    the committed runs (rerun the script when runs land)."""
-    monkeypatch.chdir(ROOT)
-    path = ROOT / "results" / "multitask-minilm" / "write_results.py"
-    spec = importlib.util.spec_from_file_location("multitask_results", path)
+def load_script(path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A results script as a module (its dataclasses look themselves up in sys.modules; its
+    sibling modules import from its folder)."""
+    name = "results_" + path.parent.name.replace("-", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, script)  # its dataclass looks itself up there
+    monkeypatch.setitem(sys.modules, name, script)
+    monkeypatch.syspath_prepend(str(path.parent))
     spec.loader.exec_module(script)
-    text = (ROOT / "README.md").read_text()
-    start, end = (text.index(mark) for mark in script.MARKS)
-    written = text[start + len(script.MARKS[0]) : end].strip()
-    assert written == script.study().table
+    return script
+
+
+def test_every_figure_block_in_the_readme_and_docs_is_what_its_script_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No study figure in README.md or docs/ is typed: each block between `<!-- begin NAME:
+    written by SCRIPT -->` and `<!-- end NAME -->` is what SCRIPT's blocks() makes of the
+    committed runs (rerun the script when runs land)."""
+    monkeypatch.chdir(ROOT)
+    found = [
+        (page.name, *block)
+        for page in doc_pages(ROOT)
+        for block in written_blocks(page.read_text())
+    ]
+    assert {"smart-study", "glue-finding", "methods"} <= {name for _, name, _, _ in found}
+    scripts: dict[str, dict[str, str]] = {}
+    for page, name, script, body in found:
+        if script not in scripts:
+            scripts[script] = load_script(ROOT / script, monkeypatch).blocks()
+        assert name in scripts[script], f"{page}: {script} writes no block {name}"
+        assert body == scripts[script][name].strip(), f"{page}: block {name} has drifted"
+
+
+# a study figure: 0.5596, −0.0132, +0.011 (three or four decimals); code (a command's output,
+# an option's value) is not a claim
+CODE = re.compile(r"```.*?```|`[^`\n]*`", re.DOTALL)
+FIGURE = re.compile(r"(?<![\w.])[+−-]?0\.\d{3,4}(?![\d])")
+
+
+def test_no_study_figure_is_typed_outside_a_written_block() -> None:
+    """Figures of the form 0.xxx(x) stand in README.md and docs/ only inside written blocks
+    (or as code: a command's printed output, an option's value)."""
+    typed = []
+    for page in doc_pages(ROOT):
+        text = CODE.sub("", BLOCK.sub("", page.read_text()))
+        typed += [f"{page.name}: {m[0]}" for m in FIGURE.finditer(text)]
+    assert not typed, typed

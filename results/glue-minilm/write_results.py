@@ -22,10 +22,14 @@ from smartft.report import (
     READING_RULE,
     VERDICT_RULE,
     collect,
+    doc_pages,
+    markdown,
     report,
     runs_table,
     summarize,
+    tally,
     verdict,
+    write_blocks,
 )
 from smartft.sweep import build, expand, from_file, is_done
 
@@ -68,6 +72,39 @@ def smart_vs_plain(runs_dir: Path) -> list[str]:
             f"**{verdict(smart) or 'too few seeds'}**"
         )
     return lines
+
+
+NAMES = {"rte": "RTE", "mrpc": "MRPC", "stsb": "STS-B", "cola": "CoLA"}
+
+
+def blocks() -> dict[str, str]:
+    """What README.md and docs/ quote from this study (tests/test_readme.py checks them)."""
+    cells = {(c.task, c.setting, c.variant): c for c in summarize(collect(ROOT / "runs"))}
+    rows = [
+        "| task | plain: median (std) | SMART: median (std) | SMART − plain, paired mean "
+        "[95 % t-interval] | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    named = []
+    for (task, setting, variant), smart in sorted(cells.items()):
+        plain = cells.get((task, setting, "plain"))
+        if variant != "smart" or plain is None or smart.ci_low is None:
+            continue
+        label = NAMES[task] + (" at 10 % of train" if setting else "")
+        named.append((label, smart))
+        rows.append(
+            f"| {label} ({smart.metric}) | {plain.median:.4f} ({plain.std:.4f}) | "
+            f"{smart.median:.4f} ({smart.std:.4f}) | {smart.diff_mean_paired:+.4f} "
+            f"[{smart.ci_low:+.4f}, {smart.ci_high:+.4f}] | {verdict(smart)} |"
+        )
+    finding = (
+        "GLUE study (`results/glue-minilm.md`: MiniLM-L6, 3 epochs, lr 5e-5, 3 seeds, the "
+        f"paper's SMART settings): SMART against plain is {tally(named)}."
+    )
+    fast = summarize(collect(ROOT / "runs" / "rte"), baseline="smart")
+    shown = [c for c in fast if not c.setting and c.variant in ("plain", "smart", "smart-fast")]
+    versus = markdown(shown, "smart")
+    return {"glue": "\n".join(rows), "glue-finding": finding, "glue-fast": versus}
 
 
 def main() -> None:
@@ -145,7 +182,8 @@ def main() -> None:
         runs_table(collect(sweep.runs_dir), sweep.runs_dir),
     ]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {OUT}")
+    changed = write_blocks(doc_pages(), blocks())
+    print(f"wrote {OUT}" + "".join(f" and {page}" for page in changed))
 
 
 if __name__ == "__main__":

@@ -28,10 +28,13 @@ from smartft.report import (
     Record,
     collect_many,
     compare,
+    doc_pages,
     minutes,
     runs_table,
     summarize,
+    tally,
     verdict,
+    write_blocks,
     write_report,
 )
 from smartft.sweep import build, expand, from_file, is_done
@@ -143,7 +146,8 @@ def fit_table(records: list[Record]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def all_records() -> tuple[list[Record], list[tuple[Record, Record]], int, int]:
+    """`chosen_records` plus the GLUE study's plain and SMART runs, the baseline."""
     records, pairs, finished, planned = chosen_records()
     baselines = [
         STUDY_RUNS / task / variant
@@ -151,7 +155,28 @@ def main() -> None:
         for variant in ("plain", "smart")
         if (STUDY_RUNS / task / variant).is_dir()
     ]
-    records += collect_many(baselines)
+    return records + collect_many(baselines), pairs, finished, planned
+
+
+def blocks(records: list[Record] | None = None) -> dict[str, str]:
+    """What README.md and docs/ quote from this study (tests/test_readme.py checks them)."""
+    records = all_records()[0] if records is None else records
+    cells = summarize(records)
+    peers = [
+        (f"{c.variant} {c.task.upper()}", c)
+        for c in cells
+        if c.variant not in ("plain", "smart") and OLD not in c.variant
+    ]
+    finding = (
+        f"The peers (`results/methods-minilm.md`: {len({c.variant for _, c in peers})} methods at "
+        "their defaults, RTE and MRPC, 3 seeds, the GLUE study's settings): against plain, "
+        f"{tally(peers)}."
+    )
+    return {"methods": summary_table(cells), "methods-finding": finding}
+
+
+def main() -> None:
+    records, pairs, finished, planned = all_records()
     tables, images = write_report(records, ROOT)
     versus_smart, _ = write_report(records, ROOT / "vs-smart", baseline="smart", plots=False)
     base = yaml.safe_load(SWEEP.read_text(encoding="utf-8"))["base"]
@@ -237,7 +262,8 @@ def main() -> None:
         runs_table(records, Path("results")),
     ]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {OUT}")
+    changed = write_blocks(doc_pages(), blocks(records))
+    print(f"wrote {OUT}" + "".join(f" and {page}" for page in changed))
 
 
 if __name__ == "__main__":

@@ -23,11 +23,13 @@ from smartft.report import (
     chosen_on,
     collect,
     collect_many,
+    doc_pages,
     final_metrics,
     markdown,
     runs_table,
     summarize,
     verdict,
+    write_blocks,
 )
 from smartft.sweep import build, expand, from_file, is_done
 
@@ -39,11 +41,6 @@ NAMES = {"rte": "RTE", "mrpc": "MRPC", "stsb": "STS-B", "cola": "CoLA"}
 GLUE_RUNS = Path("results/glue-minilm/runs")
 SINGLE = [GLUE_RUNS / task / variant for task in TASKS for variant in ("plain", "smart")]
 ENSEMBLE = ROOT / "ensemble"  # ensemble.sh: the three teachers scored as one model
-README = Path("README.md")
-MARKS = (
-    "<!-- the table below is written by results/multitask-minilm/write_results.py -->",
-    "<!-- end of the written table -->",
-)
 UPSTREAM_NOTE = (
     f"{DEV_SELECTED_MARK}: the figure depends on dev's choice of an epoch upstream: two of "
     "MRPC's three teachers kept their best epoch on dev, which was not their last, so MRPC's "
@@ -137,13 +134,6 @@ def glance(cells: list[Cell], planned: set[str]) -> str:
     return "\n".join(lines)
 
 
-def write_readme(table: str) -> None:
-    """Replace README's written table (between MARKS) with this one."""
-    text = README.read_text(encoding="utf-8")
-    start, end = text.index(MARKS[0]) + len(MARKS[0]), text.index(MARKS[1])
-    README.write_text(text[:start] + "\n" + table + "\n" + text[end:], encoding="utf-8")
-
-
 @dataclass
 class Study:
     """What the runs finished so far say."""
@@ -216,8 +206,30 @@ def main() -> None:
         runs_table(found.ours, Path("results")) if found.ours else "None yet.",
     ]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    write_readme(found.table)
-    print(f"wrote {OUT} and the table in {README}")
+    changed = write_blocks(doc_pages(), blocks(found))
+    print(f"wrote {OUT}" + "".join(f" and {page}" for page in changed))
+
+
+def blocks(found: Study | None = None) -> dict[str, str]:
+    """What README.md and docs/ quote from this study (tests/test_readme.py checks them)."""
+    found = found or study()
+    cells = {(c.task, c.variant): c for c in found.cells}
+    verdicts = {
+        variant: [verdict(cells[(t, variant)]) for t in TASKS if (t, variant) in cells]
+        for variant in ("mt-ft", "mt-smart-ft", "kd")
+    }
+
+    def tally(variant: str) -> str:
+        said = verdicts[variant]
+        return ", ".join(f"{word} on {said.count(word)}" for word in ("better", "tie", "worse"))
+
+    finding = (
+        "Multi-task (`results/multitask-minilm.md`, 3 seeds, the GLUE study's settings): against "
+        f"single-task plain on RTE, MRPC, STS-B and CoLA, MT-DNN then fine-tuning is "
+        f"{tally('mt-ft')}; MT-DNN-SMART then SMART {tally('mt-smart-ft')}; a student distilled "
+        f"from three teachers {tally('kd')}."
+    )
+    return {"multitask": found.table, "multitask-finding": finding}
 
 
 if __name__ == "__main__":

@@ -26,12 +26,15 @@ from smartft.report import (
     Record,
     chosen_on,
     collect,
+    doc_pages,
     final_metrics,
     markdown,
     minutes,
     runs_table,
     summarize,
+    tally,
     verdict,
+    write_blocks,
 )
 from smartft.sweep import build, expand, from_file, is_done
 
@@ -97,6 +100,23 @@ def summary(records: list[Record]) -> str:
     return "\n".join(rows)
 
 
+def blocks(records: list[Record] | None = None) -> dict[str, str]:
+    """What README.md and docs/ quote from this study (tests/test_readme.py checks them)."""
+    if records is None:
+        records = collect(build(from_file(str(SWEEP))).runs_dir)
+    named = [
+        (f"{c.variant} {split}", c)
+        for split, prefix in (("dev", "eval"), ("test", "test"))
+        for c in summarize(on_split(records, prefix))
+        if c.variant != "plain"
+    ]
+    finding = (
+        "Token tagging (`results/ner-minilm.md`: WNUT-17 entity F1, 3 seeds, nothing tuned): "
+        f"SMART and R3F against plain, dev and test, {tally(named)}."
+    )
+    return {"ner": summary(records), "ner-finding": finding}
+
+
 def main() -> None:
     sweep = build(from_file(str(SWEEP)))
     runs = expand(sweep)
@@ -149,7 +169,8 @@ def main() -> None:
         runs_table(records, Path("results")) if records else "None yet.",
     ]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {OUT}")
+    changed = write_blocks(doc_pages(), blocks(records)) if records else []
+    print(f"wrote {OUT}" + "".join(f" and {page}" for page in changed))
 
 
 if __name__ == "__main__":

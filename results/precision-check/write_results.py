@@ -14,7 +14,16 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from smartft.report import VERDICT_RULE, Record, collect, compare, minutes, runs_table
+from smartft.report import (
+    VERDICT_RULE,
+    Record,
+    collect,
+    compare,
+    doc_pages,
+    minutes,
+    runs_table,
+    write_blocks,
+)
 from smartft.sweep import build, expand, from_file, is_done
 
 ROOT = Path("results/precision-check")
@@ -80,6 +89,14 @@ def machines(records: list[Record]) -> list[str]:
     return [f"- {p}: " + "; ".join(sorted(seen[p])) for p in PRECISIONS if seen[p]]
 
 
+def blocks(records: list[Record] | None = None) -> dict[str, str]:
+    """What docs/precision.md quotes (tests/test_readme.py checks it)."""
+    if records is None:
+        runs = build(from_file(str(SWEEP))).runs_dir
+        records = collect(runs) if runs.is_dir() else []
+    return {"precision-check": "\n".join(rows(records)) if records else "No run has finished."}
+
+
 def main() -> None:
     sweep = build(from_file(str(SWEEP)))
     runs = expand(sweep)
@@ -112,7 +129,8 @@ def main() -> None:
         runs_table(records, Path("results")) if records else "None yet.",
     ]
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {OUT}")
+    changed = write_blocks(doc_pages(), blocks(records))
+    print(f"wrote {OUT}" + "".join(f" and {page}" for page in changed))
 
 
 if __name__ == "__main__":

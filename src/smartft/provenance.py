@@ -32,11 +32,10 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-@functools.cache
 def code_version() -> dict[str, Any]:
     """The commit the running sources belong to (None outside a git checkout, e.g. an installed
     wheel), whether they differ from it (tracked changes or new files under the package), and
-    the installed version."""
+    the installed version. Asked anew for every run: a long-lived process may see commits."""
     commit = _git("rev-parse", "HEAD")
     dirty = None if commit is None else bool(_git("status", "--porcelain", "--", "."))
     try:

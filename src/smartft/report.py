@@ -18,6 +18,7 @@ import functools
 import itertools
 import json
 import math
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -376,6 +377,18 @@ def verdict(cell: Cell) -> str:
 DEV_SELECTED_MARK = "\\*"  # a markdown asterisk
 
 
+def tally(named: Sequence[tuple[str, Cell]]) -> str:
+    """Verdicts in words: "better on 1 (stsb), tie on 3, worse on 0" for (name, cell) pairs;
+    cells without a verdict are left out."""
+    said = [(name, verdict(cell)) for name, cell in named]
+    parts = []
+    for word in ("better", "tie", "worse"):
+        names = [name for name, v in said if v == word]
+        listed = f" ({', '.join(names)})" if names and word != "tie" else ""
+        parts.append(f"{word} on {len(names)}{listed}")
+    return ", ".join(parts)
+
+
 def markdown(cells: list[Cell], baseline: str = "plain") -> str:
     """A table per task: the seeds' statistics, and each variant against the baseline."""
     lines = []
@@ -572,3 +585,43 @@ def runs_table(records: list[Record], root: Path) -> str:
             f"{part} | {results.get('step_time_median_s', math.nan):.3f} s |"
         )
     return "\n".join(lines)
+
+
+# Figures quoted in README.md and docs/ live between markers that name the results script which
+# writes them; tests/test_readme.py checks every such block against its script.
+BLOCK = re.compile(
+    r"<!-- begin (?P<name>[\w-]+): written by (?P<script>\S+) -->\n(?P<body>.*?)"
+    r"<!-- end (?P=name) -->",
+    re.DOTALL,
+)
+
+
+def written_blocks(text: str) -> list[tuple[str, str, str]]:
+    """(name, script, body) of every written block in a page."""
+    return [(m["name"], m["script"], m["body"].strip()) for m in BLOCK.finditer(text)]
+
+
+def write_blocks(pages: Sequence[Path], blocks: dict[str, str]) -> list[Path]:
+    """Put each block's text between its markers wherever a page has them; returns the pages
+    changed. A page holds a block once its author has placed the two markers."""
+    changed = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+
+        def fill(match: re.Match[str]) -> str:
+            body = blocks.get(match["name"])
+            if body is None:
+                return match[0]
+            head = match[0][: match.start("body") - match.start()]
+            return f"{head}{body.strip()}\n<!-- end {match['name']} -->"
+
+        new = BLOCK.sub(fill, text)
+        if new != text:
+            page.write_text(new, encoding="utf-8")
+            changed.append(page)
+    return changed
+
+
+def doc_pages(root: Path = Path(".")) -> list[Path]:
+    """README.md and every page of docs/: where written blocks may stand."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
