@@ -35,10 +35,14 @@ bench-deps: setup
 bench: bench-deps
 	bash benchmarks/run.sh
 
+# the results and benchmark scripts are type-checked one by one (several share a file name)
+SCRIPTS := $(sort $(wildcard results/*/*.py benchmarks/*.py))
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	for script in $(SCRIPTS); do MYPYPATH=src $(BIN)/mypy --no-error-summary $$script || exit 1; done
 
 test: lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q

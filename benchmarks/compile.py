@@ -19,6 +19,7 @@ import itertools
 import statistics
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -44,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     base, tokenizer = load_bench_model("all-MiniLM-L6-v2")
-    vocab = int(base.config.vocab_size)  # type: ignore[union-attr]
+    vocab = int(cast(Any, base).config.vocab_size)
     fixed = make_batches(tokenizer, args.data_dir, 16, args.seq_len, 4, vocab)
     varying = [  # dynamic padding: each batch cut to its own longest row
         {k: v[:, : int(b["attention_mask"].sum(-1).max()) - 8 * i] if v.dim() == 2 else v

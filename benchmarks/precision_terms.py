@@ -19,7 +19,7 @@ import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -102,7 +102,7 @@ def measure(
 
     model = copy.deepcopy(base).eval()
     run = resolve({"method": method_name, **options}, yaml_name="precision check")
-    method = get_method(method_name)(run.methods)
+    method: Any = get_method(method_name)(run.methods)  # carries model_for_terms below
     info = SetupInfo(10, False, 0, train_batches=lambda: iter(batches), precision=precision)
     with recorded_warnings() as warned, precision.autocast():
         method.setup(model, info)
@@ -123,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     base, tokenizer = load_bench_model("all-MiniLM-L6-v2")
-    vocab = int(base.config.vocab_size)  # type: ignore[union-attr]
+    vocab = int(cast(Any, base).config.vocab_size)
     batches = make_batches(tokenizer, args.data_dir, 16, 64, args.batches, vocab)
     lines = [
         "# The perturbation methods under bf16 and float32",

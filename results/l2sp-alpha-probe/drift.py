@@ -21,7 +21,8 @@ FOLDERS = {
 def last_train_record(metrics: Path) -> dict[str, float]:
     """The final `train` event of a run's metrics.jsonl."""
     records = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
-    return [r for r in records if r.get("event") == "train"][-1]
+    last: dict[str, float] = [r for r in records if r.get("event") == "train"][-1]
+    return last
 
 
 def main() -> None:
