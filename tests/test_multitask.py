@@ -282,3 +282,34 @@ def test_a_task_definition_joins_a_registered_task(
     assert code == 0, err
     results = json.loads((tmp_path / "run" / "all_results.json").read_text())
     assert {"eval_sentiment_accuracy", "eval_sentiment_f1"} <= set(results)
+
+
+def test_a_checkpoint_with_another_tasks_head_needs_fresh_head_and_gets_a_new_one(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import load_file
+
+    rte = tmp_path / "rte"  # a 2-label sentence model, as an MNLI checkpoint would be 3
+    assert cli(train_args(tiny_model, glue_dir, rte, "--num_train_epochs", "1"), capsys)[0] == 0
+    saved = load_file(str(rte / "model.safetensors"))["classifier.weight"]
+
+    def stsb(out: Path, *extra: str) -> list[str]:
+        args = train_args(str(rte), glue_dir, out, "--num_train_epochs", "1", *extra)
+        args[args.index("rte")] = "stsb"
+        return args
+
+    code, _, err = cli(stsb(tmp_path / "refused"), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "has a 2-output sentence-classification head" in err
+    assert "needs a 1-output regression head: pass --fresh_head" in err
+    assert not (tmp_path / "refused").exists()
+    code, _, err = cli(stsb(tmp_path / "fresh", "--fresh_head"), capsys)
+    assert code == 0, err
+    assert "2-output sentence-classification head is replaced by a new 1-output regression" in err
+    # a head that fits is kept, or drawn anew with --fresh_head
+    for fresh, same in ((False, True), (True, False)):
+        out_dir = tmp_path / f"rte-again-{fresh}"
+        extra = ["--num_train_epochs", "1", "--learning_rate", "1e-9", "--fresh_head", str(fresh)]
+        assert cli(train_args(str(rte), glue_dir, out_dir, *extra), capsys)[0] == 0
+        weight = load_file(str(out_dir / "model.safetensors"))["classifier.weight"]
+        assert torch.allclose(weight, saved, atol=1e-6) is same

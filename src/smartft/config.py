@@ -72,7 +72,9 @@ class TrainConfig:
     fresh_head: bool = field(
         default=False,
         metadata=option(
-            "fine-tuning from a multi-task run: a new head instead of the run's head for the task"
+            "a new task head on the checkpoint's encoder: replaces a head of another size (an "
+            "MNLI model fine-tuned on RTE or STS-B), a head that would fit, or the head a "
+            "multi-task run saved for the task"
         ),
     )
     peft: str | None = field(

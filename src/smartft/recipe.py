@@ -91,7 +91,11 @@ class FineTuneRecipe:
         """The model, its tokenizer and the training batches (with soft targets if distilling)."""
         cfg, spec = self.cfg, self.spec
         model, self.tokenizer = load_model(
-            cfg.model_name_or_path, spec, cfg.trust_remote_code, cfg.fresh_head
+            cfg.model_name_or_path,
+            spec,
+            cfg.trust_remote_code,
+            cfg.fresh_head,
+            lambda line: say(self.accelerator, line),
         )
         self.inputs = input_names(model)
         if cfg.peft == "lora":

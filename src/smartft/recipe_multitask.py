@@ -75,7 +75,11 @@ class MultiTaskRecipe(FineTuneRecipe):
         models: dict[str, Any] = {}
         for spec in self.specs:
             models[spec.name], self.tokenizer = load_model(
-                cfg.model_name_or_path, spec, cfg.trust_remote_code, cfg.fresh_head
+                cfg.model_name_or_path,
+                spec,
+                cfg.trust_remote_code,
+                cfg.fresh_head,
+                lambda line: say(self.accelerator, line),
             )
         self.inputs = input_names(models[self.names[0]])
         if cfg.peft:
