@@ -17,3 +17,10 @@ export OMP_NUM_THREADS=1
 .venv/bin/smartft bench --models all-MiniLM-L6-v2 --seq_lengths 64 --no_memory \
     --variants "plain,r3f,r4f,lnsr" --warmup 1 --steps 2 --repeats 5 \
     --data_dir "$GLUE_DIR" --out benchmarks/results --name methods-r4f-lnsr
+# bf16 against float32 on this CPU (a CPU with AVX-512 BF16 or AMX: precision-avx512bf16; an
+# AVX2-only one: precision), then the CPU table in docs/precision.md
+.venv/bin/smartft bench --models all-MiniLM-L6-v2 --seq_lengths 64 --no_memory \
+    --variants plain,smart,smart-fast --precisions float32,bf16 --warmup 1 --steps 2 --repeats 5 \
+    --data_dir "$GLUE_DIR" --out benchmarks/results \
+    --name "$(grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo precision-avx512bf16 || echo precision)"
+.venv/bin/python benchmarks/precision_cpus.py

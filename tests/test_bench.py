@@ -97,3 +97,29 @@ def test_a_lora_variant_trains_the_adapters_and_head_only() -> None:
         )
     assert frozen["plain"] == 0  # full fine-tuning moves every weight
     assert frozen["plain:peft=lora"] > 0  # the base model stays as it was
+
+
+def test_a_quick_bench_writes_to_a_scratch_folder_not_the_committed_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from smartft.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["bench", "--models", "tiny", "--seq_lengths", "16", "--batch_size", "4"]
+    args += [
+        "--variants",
+        "plain",
+        "--no_memory",
+        "--warmup",
+        "1",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+    ]
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code in (0, None)
+    assert (tmp_path / "runs" / "bench" / "bench.md").is_file()
+    assert not (tmp_path / "benchmarks").exists()
+    assert "runs/bench/bench.md" in capsys.readouterr().out

@@ -278,3 +278,35 @@ def test_accumulation_and_step_plus_epoch_evaluation(
     assert results["train_steps"] == 6
     eval_steps = [e["step"] for e in events(out) if e["event"] == "eval"]
     assert eval_steps == [2, 3, 4, 6]  # every 2 updates plus each epoch's end, never twice
+
+
+def test_eval_cuts_inputs_at_the_length_the_model_was_trained_with(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "stsb"
+    args = train_args(tiny_model, glue_dir, out, "--max_seq_length", "8")
+    args[args.index("rte")] = "stsb"
+    assert cli(args, capsys)[0] == 0
+    trained = json.loads((out / "all_results.json").read_text())["eval_pearson"]
+    scored = []
+    for extra in ((), ("--max_seq_length", "64")):
+        evaluate = command("eval", model_name_or_path=out, task_name="stsb", data_dir=glue_dir)
+        code, stdout, err = cli([*evaluate, *extra], capsys)
+        assert code == 0, err
+        scored.append(json.loads(stdout)["pearson"])
+    assert scored[0] == pytest.approx(trained, abs=1e-6)  # the run's 8, not the default 128
+    assert scored[1] != pytest.approx(trained, abs=1e-6)  # an explicit length still wins
+
+
+def test_predict_into_a_file_path_stops_before_predicting(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert cli(train_args(tiny_model, glue_dir, out, "--num_train_epochs", "1"), capsys)[0] == 0
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    predict = command(
+        "predict", model_name_or_path=out, task_name="rte", data_dir=glue_dir, output_dir=target
+    )
+    code, _, err = cli(predict, capsys)
+    assert code == 2 and "exists and is not a folder" in err and "Traceback" not in err

@@ -414,3 +414,36 @@ def test_a_kill_between_the_epochs_checkpoint_and_its_evaluation_logs_it_once(
     assert resumed.returncode == 0, resumed.stderr
     assert [e["step"] for e in events(killed) if e["event"] == "eval"] == [6, 12]
     same_run(reference, killed)
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.pt"])
+def test_a_damaged_newest_checkpoint_is_named_and_auto_resume_takes_the_previous_one(
+    damaged: str, tiny_model: str, glue_dir: Path, tmp_path: Path
+) -> None:
+    reference, out = tmp_path / "reference", tmp_path / "run"
+    common = ["--save_strategy", "steps", "--save_steps", "4", "--max_steps", "8"]
+    done = run_train(train_args(tiny_model, glue_dir, reference, *common))
+    assert done.returncode == 0, done.stderr
+    args = train_args(tiny_model, glue_dir, out, *common)
+    assert run_train(args, kill_at="update:9").returncode == 0  # runs to the end: 2 checkpoints
+    assert [p.name for p in complete_checkpoints(out)] == ["checkpoint-4", "checkpoint-8"]
+    newest = out / "checkpoint-8" / damaged
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated
+    (out / "all_results.json").unlink()
+    explicit = run_train([*args, "--resume_from_checkpoint", str(out / "checkpoint-8")])
+    assert explicit.returncode == 2 and "Traceback" not in explicit.stderr
+    assert f"checkpoint-8: {damaged} is damaged" in explicit.stderr
+    assert "weights_only" not in explicit.stderr  # torch's advice is wrong for a damaged file
+    resumed = run_train([*args, "--resume_from_checkpoint", "auto"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"checkpoint-8: {damaged} is damaged" in resumed.stderr
+    assert "resuming from" in resumed.stderr and "checkpoint-4 at update 4" in resumed.stderr
+    same_run(reference, out)
+
+
+def test_a_resume_path_that_does_not_exist_says_so(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = train_args(tiny_model, glue_dir, tmp_path / "run")
+    code, _, err = cli([*args, "--resume_from_checkpoint", str(tmp_path / "nowhere")], capsys)
+    assert code == 2 and "no such checkpoint folder" in err

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from smartft.errors import SmartftError
@@ -118,6 +119,11 @@ def resolve_resume(value: str | None, out: Path) -> Path | None:
         found = complete_checkpoints(out)
         return found[-1] if found else None
     path = Path(value)
+    if not path.is_dir():
+        raise CheckpointError(
+            f"--resume_from_checkpoint {value}: no such checkpoint folder; use 'auto' to pick "
+            "the newest complete one in --output_dir"
+        )
     if not (path / COMPLETE).is_file():
         raise CheckpointError(
             f"--resume_from_checkpoint {value}: not a complete smartft "
@@ -233,16 +239,40 @@ def load(
     """Restore weights, optimizer, scheduler and method in place; returns the loop state, the
     best weights (if stored) and this process's RNG state (to restore once the data iterator
     exists, since creating it draws from the global RNG)."""
+    reading = WEIGHTS_FILE  # the file being read, named if it is damaged
+
+    def pickled(name: str) -> Any:
+        nonlocal reading
+        reading = name
+        return torch.load(folder / name, weights_only=True)
+
     try:
         load_model(model, str(folder / WEIGHTS_FILE))
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+        optimizer.load_state_dict(pickled("optimizer.pt"))
+        scheduler.load_state_dict(pickled("scheduler.pt"))
         if scaler is not None and (folder / SCALER_FILE).is_file():
-            scaler.load_state_dict(torch.load(folder / SCALER_FILE, weights_only=True))
+            scaler.load_state_dict(pickled(SCALER_FILE))
+        reading = "the method's state"
         method.load(folder)
+        reading = STATE_FILE
         loop = LoopState(**json.loads((folder / STATE_FILE).read_text(encoding="utf-8")))
+        reading = BEST_FILE
         best = load_file(str(folder / BEST_FILE)) if (folder / BEST_FILE).is_file() else None
-        rng = torch.load(folder / f"rng-{process_index}.pt", weights_only=True)
-    except (OSError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as err:
-        raise CheckpointError(f"cannot resume from {folder}: {err}") from None
+        rng = pickled(f"rng-{process_index}.pt")
+    except (*READ_ERRORS, pickle.UnpicklingError, SafetensorError) as err:
+        raise CheckpointError(f"cannot resume from {folder}: {reading} {damage(err)}") from None
     return loop, best, rng
+
+
+READ_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError)
+
+
+def damage(err: BaseException) -> str:
+    """What went wrong reading a checkpoint file, in one line. (torch's own message for an
+    unreadable pickle advises loading it with weights_only=False: wrong for a damaged file.)"""
+    if isinstance(err, FileNotFoundError):
+        return "is missing"
+    if isinstance(err, pickle.UnpicklingError | EOFError):
+        return "is damaged (not a readable torch file)"
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"is damaged ({first.split('. This can happen')[0]})"

@@ -271,7 +271,12 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("--scaling", action="store_true", help="add the scaling settings")
     bench.add_argument("--no_memory", action="store_true", help="skip the memory probes")
     bench.add_argument("--data_dir", default=None, help="GLUE folder: real RTE batches")
-    bench.add_argument("--out", default="benchmarks/results", help="output folder")
+    bench.add_argument(
+        "--out",
+        default="runs/bench",
+        help="output folder (default runs/bench, a scratch folder: the committed figures in "
+        "benchmarks/results are written only when --out names it)",
+    )
     bench.add_argument("--name", default="bench", help="file name stem of the outputs")
 
 
@@ -396,15 +401,18 @@ def _inference(args: argparse.Namespace) -> int:
 
     skip = ("split", "output_file", "allow_label_mismatch")
     cfg = _run_config(args, skip).train
+    given = "max_seq_length" in vars(args) or "max_seq_length" in (
+        load_yaml(args.config) if args.config else {}
+    )
     if args.command == "eval":
-        metrics = inference.evaluate(cfg, args.split, args.allow_label_mismatch)
+        metrics = inference.evaluate(cfg, args.split, args.allow_label_mismatch, not given)
         text = json.dumps(json_safe(metrics), indent=2)
         print(text)
         if args.output_file:
             with open(args.output_file, "w", encoding="utf-8") as handle:
                 handle.write(text + "\n")
         return 0
-    for path in inference.predict(cfg, args.split, args.allow_label_mismatch):
+    for path in inference.predict(cfg, args.split, args.allow_label_mismatch, not given):
         print(f"wrote {path}")
     return 0
 

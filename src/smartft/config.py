@@ -147,7 +147,12 @@ class TrainConfig:
         default=False, metadata=option("allow writing into a non-empty output folder")
     )
     max_seq_length: int = field(
-        default=128, metadata=option("truncate inputs to this many tokens", low=1)
+        default=128,
+        metadata=option(
+            "truncate inputs to this many tokens (eval / predict: by default the length the "
+            "model's run was trained with)",
+            low=1,
+        ),
     )
     per_device_train_batch_size: int = field(
         default=16, metadata=option("training batch size", low=1)

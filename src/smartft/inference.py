@@ -59,15 +59,21 @@ class SavedModel:
         return predict_outputs(self.model, prepared, self.accelerator, show, self.precision)
 
 
-def load_for_inference(cfg: TrainConfig, allow_label_mismatch: bool = False) -> SavedModel:
+def load_for_inference(
+    cfg: TrainConfig, allow_label_mismatch: bool = False, trained_length: bool = False
+) -> SavedModel:
     """The task spec, accelerator, model and tokenizer for `eval` / `predict` on a saved model,
-    refusing a model whose labels are not the task's (unless that is what is asked)."""
+    refusing a model whose labels are not the task's (unless that is what is asked).
+    `trained_length`: inputs are cut at the length the model was trained with (its run's
+    config.yaml), as `--max_seq_length` not given means."""
     accelerator, precision = make_accelerator(cfg)
     spec = resolve_task(cfg)
     from smartft.modeling import load_tokenizer, quiet_transformers, resolve_model_path
 
     quiet_transformers()
     path = resolve_model_path(cfg.model_name_or_path, adapters=True)
+    if trained_length:
+        cfg = replace(cfg, max_seq_length=run_option(path, "max_seq_length", cfg.max_seq_length))
     adapters = (path / "adapter_config.json").is_file()
     loader = model_class(spec.tagging, adapters)
     head = task_head(path, spec.name)
@@ -108,6 +114,17 @@ def nli_view(model: Any, spec: TaskSpec) -> Transfer | None:
     except ConfigError:
         return None
     return found if found.collapse else None
+
+
+def run_option(path: Path, name: str, default: Any) -> Any:
+    """An option of the smartft run that saved the model in `path` (its config.yaml)."""
+    import yaml
+
+    saved = path / "config.yaml"
+    if not saved.is_file():
+        return default
+    options = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    return options.get(name, default)
 
 
 def task_head(path: Path, task: str) -> Path | None:
@@ -169,7 +186,10 @@ def check_labels(path: Any, model: Any, spec: TaskSpec, allow: bool) -> None:
 
 
 def evaluate(
-    cfg: TrainConfig, split: str | None, allow_label_mismatch: bool = False
+    cfg: TrainConfig,
+    split: str | None,
+    allow_label_mismatch: bool = False,
+    trained_length: bool = False,
 ) -> dict[str, Any]:
     """Score a saved model on a labeled split of a task or custom file. Several models
     (`--model_name_or_path A,B,C`, e.g. the teachers given to `--teachers`) are scored as one
@@ -178,7 +198,9 @@ def evaluate(
     paths = [p.strip() for p in cfg.model_name_or_path.split(",") if p.strip()]
     total: NDArray[np.float64] | None = None
     for path in paths:
-        saved = load_for_inference(replace(cfg, model_name_or_path=path), allow_label_mismatch)
+        saved = load_for_inference(
+            replace(cfg, model_name_or_path=path), allow_label_mismatch, trained_length
+        )
         if total is None:
             spec = saved.spec
             split = split or spec.eval_split
@@ -207,14 +229,21 @@ def evaluate(
     }
 
 
-def predict(cfg: TrainConfig, split: str | None, allow_label_mismatch: bool = False) -> list[Path]:
+def predict(
+    cfg: TrainConfig,
+    split: str | None,
+    allow_label_mismatch: bool = False,
+    trained_length: bool = False,
+) -> list[Path]:
     """Write GLUE-style submission files (`index<TAB>prediction`) for the test split(s)."""
-    saved = load_for_inference(cfg, allow_label_mismatch)
+    out = Path(cfg.output_dir or ".")
+    if out.exists() and not out.is_dir():  # before predicting the whole split, not after
+        raise ConfigError(f"--output_dir {out} exists and is not a folder")
+    saved = load_for_inference(cfg, allow_label_mismatch, trained_length)
     spec = saved.spec
     splits = [split] if split else list(spec.submission)
     if not splits:
         raise ConfigError(f"task {spec.name} has no test split; pass --split or --test_file")
-    out = Path(cfg.output_dir or ".")
     written = []
     for name in splits:
         examples = load_examples(spec, name, data_dir(cfg), require_labels=False)

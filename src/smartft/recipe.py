@@ -228,15 +228,27 @@ class FineTuneRecipe:
         self.step_times: list[float] = []
 
     def restore(self, folder: Path) -> None:
-        self.loop, self.best_state, self.rng = checkpoint.load(
-            folder,
-            self.unwrapped,
-            self.optimizer,
-            self.scheduler,
-            self.method,
-            self.accelerator.process_index,
-            self.precision.scaler,
-        )
+        """Continue from `folder`; under `--resume_from_checkpoint auto` a damaged newest
+        checkpoint is named and the previous intact one used instead."""
+        earlier = [p for p in checkpoint.complete_checkpoints(self.out) if p != folder]
+        candidates = [folder, *(earlier[::-1] if self.cfg.resume_from_checkpoint == "auto" else [])]
+        for tried, candidate in enumerate(candidates, start=1):
+            try:
+                self.loop, self.best_state, self.rng = checkpoint.load(
+                    candidate,
+                    self.unwrapped,
+                    self.optimizer,
+                    self.scheduler,
+                    self.method,
+                    self.accelerator.process_index,
+                    self.precision.scaler,
+                )
+                break
+            except checkpoint.CheckpointError as err:
+                if tried == len(candidates):
+                    raise
+                say(self.accelerator, f"warning: {err}; trying the previous checkpoint")
+        folder = self.resume = candidate
         best_is_current = self.loop.best_step == self.loop.step
         if self.best_state is None and best_is_current and self.cfg.load_best_model_at_end:
             self.best_state = self.current_weights()
