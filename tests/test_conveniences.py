@@ -122,3 +122,36 @@ def test_a_saved_model_folder_has_a_model_card(
     assert "--overwrite_output_dir" not in card and "| examples |" not in card
     command = next(line for line in card.splitlines() if line.startswith("smartft train"))
     assert f"--output_dir {out}" in command
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "processes", "threads"),
+    [
+        (2, 0.0, 1, 2),
+        (2, 1.1, 1, 1),
+        (2, 3.0, 1, 1),
+        (16, 4.2, 1, 12),
+        (16, 0.0, 4, 4),
+        (2, 0.0, 4, 1),
+    ],
+)
+def test_the_default_thread_count_takes_only_the_cores_other_work_leaves_free(
+    cores: int, load: float, processes: int, threads: int
+) -> None:
+    from smartft.runtime import default_threads
+
+    assert default_threads(cores, load, processes) == threads
+
+
+def test_a_run_says_how_many_threads_it_uses_and_honours_num_threads(
+    tiny_model: str, glue_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        args = train_args(tiny_model, glue_dir, tmp_path / "run", "--num_threads", "1")
+        code, _, err = cli([*args, "--max_steps", "1"], capsys)
+        assert code == 0 and "1 CPU thread(s) per process" in err
+    finally:
+        torch.set_num_threads(before)

@@ -356,7 +356,14 @@ class TrainConfig:
     early_stopping_threshold: float = field(
         default=0.0, metadata=option("smallest improvement that counts for early stopping", low=0)
     )
-    num_threads: int | None = field(default=None, metadata=option("torch CPU threads", low=1))
+    num_threads: int | None = field(
+        default=None,
+        metadata=option(
+            "torch CPU threads per process (default: OMP_NUM_THREADS if set, else the cores "
+            "the machine's load leaves free, at least 1)",
+            low=1,
+        ),
+    )
     tune_cpu_allocator: bool = field(
         default=True,
         metadata=option("on CPU, keep freed memory in glibc's malloc (faster steps, same peak)"),

@@ -304,7 +304,8 @@ class FineTuneRecipe:
         say(
             self.accelerator,
             f"{self.spec.name}: {train} training examples, {evaluation} for evaluation; "
-            f"{self.total_steps} updates; method {self.method.name}",
+            f"{self.total_steps} updates; method {self.method.name}; "
+            f"{torch.get_num_threads()} CPU thread(s) per process",
         )
 
     def epoch_batches(self) -> Iterator[tuple[int, Batch]]:

@@ -43,13 +43,33 @@ def tune_cpu_allocator() -> bool:
     return bool(ok)
 
 
+def default_threads(cores: int, load: float, processes: int = 1) -> int:
+    """Torch threads per process when --num_threads is not given: the cores that other work
+    (the 1-minute load average) leaves free, shared among this run's processes, at least 1.
+    torch's own default takes every core, and a SMART step on a 2-core machine already busy
+    with another run then took 3-8x as long as with one thread."""
+    free = max(1, cores - round(load))
+    return max(1, free // max(1, processes))
+
+
+def set_threads(num_threads: int | None) -> int:
+    """Apply --num_threads, else OMP_NUM_THREADS if set (torch reads it), else
+    `default_threads`; returns the number of threads a process now uses."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    elif not os.environ.get("OMP_NUM_THREADS"):
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        torch.set_num_threads(default_threads(os.cpu_count() or 1, load, processes))
+    return torch.get_num_threads()
+
+
 def make_accelerator(cfg: TrainConfig, trackers: bool = False) -> tuple[Any, Precision]:
     """accelerate's Accelerator for this run (devices, processes, mixed precision and, for
     training, the --report_to trackers), and the run's working precision."""
     from accelerate import Accelerator
 
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    set_threads(cfg.num_threads)
     cuda = torch.cuda.is_available()
     if cfg.tune_cpu_allocator and not cuda:
         tune_cpu_allocator()
