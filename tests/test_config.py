@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from smartft.config import resolve
+from smartft.config import load_yaml, resolve
 from smartft.errors import ConfigError
 from smartft.regularizer import SmartConfig
 from smartft.teacher import BregmanConfig
@@ -92,3 +92,46 @@ def test_train_fraction_is_a_seeded_subset_shared_across_methods() -> None:
     assert len(a) == 5 and a.texts == b.texts and a.labels == [float(t[0]) for t in a.texts]
     assert examples.sample(0.1, seed=2).texts != a.texts
     assert examples.sample(1.0, seed=1) is examples
+
+
+@pytest.mark.parametrize(
+    ("options", "switch"),
+    [
+        ({"lora_r": 4}, "--peft lora"),
+        ({"kd_alpha": 0.3}, "--teachers"),
+        ({"task_name": "rte", "task_sampling": "ratio"}, "several tasks"),
+        ({"task_name": "rte,mrpc", "task_ratio": 0.5}, "--task_sampling ratio"),
+        ({"task_name": "rte,mrpc", "task_temperature": 3}, "--task_sampling temperature"),
+        ({"logging_dir": "logs"}, "--report_to"),
+        ({"early_stopping_threshold": 0.01}, "--early_stopping_patience"),
+        ({"ood_data_dir": "ood"}, "--ood_tasks"),
+        ({"save_steps": 10}, "--save_strategy steps"),
+        ({"save_total_limit": 1}, "--save_strategy epoch or steps"),
+        ({"task_name": "rte", "text_columns": "a,b"}, "your own files"),
+    ],
+)
+def test_an_option_whose_feature_is_off_is_refused(
+    options: dict[str, object], switch: str, tmp_path: Path
+) -> None:
+    idle = next(k for k in options if k not in ("task_name",))
+    with pytest.raises(ConfigError, match=f"'{idle}' has no effect without {switch}"):
+        resolve(options)
+    config = tmp_path / "run.yaml"  # the same from a YAML file, named as the source
+    config.write_text("\n".join(f"{k}: {v}" for k, v in options.items()) + "\n")
+    with pytest.raises(ConfigError, match=f"^{config}: '{idle}'"):
+        resolve({}, load_yaml(str(config)), str(config))
+
+
+def test_options_whose_feature_is_on_are_taken() -> None:
+    run = resolve(
+        {
+            "peft": "lora",
+            "lora_r": 4,
+            "task_name": "rte,mrpc",
+            "task_ratio": 0.5,
+            "task_sampling": "ratio",
+            "save_strategy": "steps",
+            "save_steps": 5,
+        }
+    )
+    assert run.train.lora_r == 4 and run.train.task_ratio == 0.5 and run.train.save_steps == 5

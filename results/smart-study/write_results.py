@@ -393,14 +393,14 @@ def blocks(final: list[Record] | None = None) -> dict[str, str]:
 
 def ood_section(final: list[Record]) -> list[str]:
     """PAWS (MRPC models) and SICK (STS-B models) against plain, paired by seed: the reruns of
-    ood.yaml (seeds 1-5) and the seeds 6-10 of final-more.yaml; and whether each rerun's dev
-    score reproduces its phase-2 run's end-of-budget score."""
+    ood.yaml (seeds 1-5); and whether each rerun's dev score reproduces its phase-2 run's
+    end-of-budget score."""
     reruns, scored = ood_scored(final)
     lines = [
         "## Out of distribution: PAWS and SICK (issue 51)",
         "",
-        f"`ood.yaml`: {progress(ROOT / 'ood.yaml')}; `final-more.yaml` (seeds 6-10, in `final/`): "
-        f"{progress(ROOT / 'final-more.yaml')}.",
+        f"`ood.yaml`: {progress(ROOT / 'ood.yaml')}; seeds 6-10 of plain and `smart-paper` "
+        f"(`final-more.yaml`, dev only, in `final/`): {progress(ROOT / 'final-more.yaml')}.",
         "",
         "Each MRPC model scored on PAWS-Wiki's test split (8,000 pairs, accuracy) and each STS-B "
         "model on SICK's test split (4,906 pairs, Pearson), by the run itself after its last "

@@ -12,7 +12,7 @@ import difflib
 import inspect
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -577,7 +577,70 @@ def resolve(
         cls: cls(**{f.name: converted[f.name] for f in fields(cls) if f.name in converted})
         for cls in used
     }
-    return RunConfig(train=objects.pop(TrainConfig), methods=objects)
+    train = objects.pop(TrainConfig)
+    refuse_idle_options(train, {k: src for k, (_, src) in values.items()})
+    return RunConfig(train=train, methods=objects)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """Options that act only when their feature is on, as a method's options act only with
+    that method: given while it is off, they would change nothing, so they are refused."""
+
+    switch: str  # how a user turns the feature on, as the message names it
+    options: tuple[str, ...]
+    on: Callable[[TrainConfig], bool]
+
+
+def _several_tasks(cfg: TrainConfig) -> bool:
+    return "," in (cfg.task_name or "") or cfg.task_def is not None
+
+
+FEATURES = (
+    Feature(
+        "--peft lora",
+        ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"),
+        lambda c: c.peft == "lora",
+    ),
+    Feature(
+        "--teachers (distillation)", ("kd_alpha", "kd_temperature"), lambda c: bool(c.teachers)
+    ),
+    Feature("several tasks in --task_name (multi-task)", ("task_sampling",), _several_tasks),
+    Feature("--task_sampling ratio", ("task_ratio",), lambda c: c.task_sampling == "ratio"),
+    Feature(
+        "--task_sampling temperature",
+        ("task_temperature",),
+        lambda c: c.task_sampling == "temperature",
+    ),
+    Feature("--report_to (a tracker)", ("logging_dir",), lambda c: c.report_to != "none"),
+    Feature(
+        "--early_stopping_patience",
+        ("early_stopping_threshold",),
+        lambda c: c.early_stopping_patience is not None,
+    ),
+    Feature("--ood_tasks", ("ood_data_dir",), lambda c: bool(c.ood_tasks)),
+    Feature("--save_strategy steps", ("save_steps",), lambda c: c.save_strategy == "steps"),
+    Feature(
+        "--save_strategy epoch or steps", ("save_total_limit",), lambda c: c.save_strategy != "no"
+    ),
+    Feature(
+        "your own files (--train_file / --validation_file / --test_file)",
+        ("text_columns",),
+        lambda c: bool(c.train_file or c.validation_file or c.test_file),
+    ),
+)
+
+
+def refuse_idle_options(cfg: TrainConfig, given: dict[str, str]) -> None:
+    """One clear error for an option given (on the command line or in YAML) whose feature is
+    off; `given` maps each explicit option to where it came from."""
+    for feature in FEATURES:
+        idle = [name for name in feature.options if name in given]
+        if idle and not feature.on(cfg):
+            raise ConfigError(
+                f"{given[idle[0]]}: '{idle[0]}' has no effect without {feature.switch}; "
+                "remove it or turn that on"
+            )
 
 
 def write_yaml(path: Path, values: dict[str, Any]) -> None:
