@@ -96,3 +96,35 @@ def test_no_function_is_longer_than_a_screen() -> None:
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {lines} lines")
     assert not long, long
+
+
+# the commands: what a user runs; the per-step core and the library below must import none
+COMMANDS = {
+    "smartft.cli",
+    "smartft.inference",
+    "smartft.sweep",
+    "smartft.report",
+    "smartft.bench",
+    "smartft.launch",
+    "smartft.recipe",
+    "smartft.recipe_multitask",
+    "smartft.trainer",
+}
+
+
+def reachable(start: str) -> set[str]:
+    """Every smartft module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for found in imports(todo.pop()) - seen:
+            seen.add(found)
+            todo.append(found)
+    return seen
+
+
+@pytest.mark.parametrize("core", ["smartft.step", "smartft.losses", "smartft.modeling"])
+def test_the_step_and_the_library_under_it_import_no_command(core: str) -> None:
+    """The step sits low: one update of any method needs no evaluation command, sweep or CLI
+    (the step once reached inference through distillation's label check)."""
+    wrong = reachable(core) & COMMANDS
+    assert not wrong, f"{core} reaches the command module(s) {sorted(wrong)}"

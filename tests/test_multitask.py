@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from smartft.data.dataset import BatchSampler
-from smartft.distill import distillation_loss
+from smartft.losses import distillation_loss
 from smartft.methods import METHODS
 from smartft.multitask import TaskSampler
 

@@ -24,6 +24,7 @@ from smartft.batch import model_inputs
 from smartft.data.dataset import Collator, Features
 from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
+from smartft.modeling import check_labels
 from smartft.precision import Precision
 
 
@@ -39,7 +40,6 @@ def load_teacher(folder: Path, spec: TaskSpec) -> Any:
     """A teacher for `spec`: a saved model with the task's labels, or a multi-task run's head."""
     from transformers import AutoModelForSequenceClassification
 
-    from smartft.inference import check_labels
     from smartft.multitask import load_head, saved_head
 
     head = saved_head(folder, spec.name)
@@ -102,15 +102,6 @@ def cached_targets(
     key_tensor = torch.tensor(list(digest.encode()), dtype=torch.uint8)
     save_file({"targets": torch.tensor(targets), "key": key_tensor}, str(cache))
     return targets  # type: ignore[no-any-return]
-
-
-def distillation_loss(logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T² · KL(teachers ‖ student at T), batch mean; squared error for a single output."""
-    if logits.shape[-1] == 1:
-        return (logits.float().reshape(-1) - soft.reshape(-1)).pow(2).mean()
-    log_student = F.log_softmax(logits.float() / temperature, dim=-1)
-    teacher = soft.clamp(min=1e-12)
-    return (teacher * (teacher.log() - log_student)).sum(-1).mean() * temperature**2
 
 
 def check_teachers(folders: list[Path], spec: TaskSpec) -> None:

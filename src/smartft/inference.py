@@ -20,7 +20,13 @@ from smartft.data.sources import data_dir, resolve_task, with_metrics
 from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
 from smartft.evaluation import predict_outputs, score, to_predictions
-from smartft.modeling import input_names, labels_from_model, model_class, set_padding
+from smartft.modeling import (
+    check_labels,
+    input_names,
+    labels_from_model,
+    model_class,
+    set_padding,
+)
 from smartft.multitask import load_head, saved_head, trained_heads
 from smartft.precision import Precision
 from smartft.runtime import make_accelerator
@@ -163,26 +169,6 @@ def head_size(path: Path) -> dict[str, Any]:
     if saved.get("problem_type"):
         size["problem_type"] = saved["problem_type"]
     return size
-
-
-def check_labels(path: Any, model: Any, spec: TaskSpec, allow: bool) -> None:
-    """The model's outputs must be the task's labels, in the task's order."""
-    if model.config.num_labels != spec.num_labels:
-        raise ConfigError(
-            f"the model at {path} has {model.config.num_labels} outputs but task "
-            f"{spec.name} needs {spec.num_labels}; was it trained on this task?"
-        )
-    ours = labels_from_model(model)
-    if allow or ours is None or spec.owns_labels(ours):
-        return
-    generic = all(label == f"LABEL_{i}" for i, label in enumerate(ours))
-    if generic:  # a model saved without label names: nothing to compare
-        return
-    raise ConfigError(
-        f"the model at {path} was trained with the labels ({', '.join(ours)}) but task "
-        f"{spec.name} has ({', '.join(spec.id2label().values())}); pass --allow_label_mismatch "
-        "to score it anyway (a deliberate transfer), reading its label ids as the task's"
-    )
 
 
 def evaluate(

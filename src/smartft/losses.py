@@ -83,3 +83,12 @@ def output_divergence(regression: bool, kl_gradient: str = "full") -> str:
     if regression:
         return "mse"
     return "sym_kl_mtdnn" if kl_gradient == "mtdnn" else "sym_kl"
+
+
+def distillation_loss(logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · KL(teachers ‖ student at T), batch mean; squared error for a single output."""
+    if logits.shape[-1] == 1:
+        return (logits.float().reshape(-1) - soft.reshape(-1)).pow(2).mean()
+    log_student = F.log_softmax(logits.float() / temperature, dim=-1)
+    teacher = soft.clamp(min=1e-12)
+    return (teacher * (teacher.log() - log_student)).sum(-1).mean() * temperature**2

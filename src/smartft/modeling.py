@@ -262,3 +262,23 @@ def labels_from_model(model: Any) -> tuple[str, ...] | None:
     if is_regression(config):
         return None
     return tuple(config.id2label[i] for i in range(config.num_labels))
+
+
+def check_labels(path: Any, model: Any, spec: TaskSpec, allow: bool) -> None:
+    """The model's outputs must be the task's labels, in the task's order."""
+    if model.config.num_labels != spec.num_labels:
+        raise ConfigError(
+            f"the model at {path} has {model.config.num_labels} outputs but task "
+            f"{spec.name} needs {spec.num_labels}; was it trained on this task?"
+        )
+    ours = labels_from_model(model)
+    if allow or ours is None or spec.owns_labels(ours):
+        return
+    generic = all(label == f"LABEL_{i}" for i, label in enumerate(ours))
+    if generic:  # a model saved without label names: nothing to compare
+        return
+    raise ConfigError(
+        f"the model at {path} was trained with the labels ({', '.join(ours)}) but task "
+        f"{spec.name} has ({', '.join(spec.id2label().values())}); pass --allow_label_mismatch "
+        "to score it anyway (a deliberate transfer), reading its label ids as the task's"
+    )

@@ -9,8 +9,7 @@ from typing import Any
 import torch
 
 from smartft.batch import model_inputs
-from smartft.distill import distillation_loss
-from smartft.losses import task_loss
+from smartft.losses import distillation_loss, task_loss
 from smartft.methods import Method
 from smartft.precision import Precision
 
