@@ -9,7 +9,7 @@ GLUE_DIR ?= ../shared/data/glue
 # The machine's pip config names index folders that may not exist; drop pip's notes about them.
 QUIET := sed -u '/is ignored: it is neither a file nor a directory/d'
 
-.PHONY: setup demo test lint clean bench-deps bench
+.PHONY: setup demo test lint clean bench-deps bench mpnet
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/smartft train --config configs/demo-rte.yaml --data_dir $(GLUE_DIR) \
 		--output_dir runs/demo-rte --overwrite_output_dir
+
+# all-mpnet-base-v2 (109.5 M parameters) into models/ (ignored by git), checked by sha256
+mpnet: setup
+	bash scripts/install_mpnet.sh
 
 # The PyPI port SMART is compared with; benchmarks only (--no-deps: its one extra requirement is a
 # stub package that would shadow numpy's own type hints).

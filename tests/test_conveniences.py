@@ -155,3 +155,35 @@ def test_a_run_says_how_many_threads_it_uses_and_honours_num_threads(
         assert code == 0 and "1 CPU thread(s) per process" in err
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_mpnet_alias_finds_the_assembled_model_or_says_how_to_install_it(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import smartft.modeling
+    from smartft.errors import ConfigError
+    from smartft.modeling import resolve_model_path
+
+    monkeypatch.setattr(smartft.modeling, "model_roots", lambda: [tmp_path / "models"])
+    with pytest.raises(ConfigError, match="not installed; `make mpnet` assembles it"):
+        resolve_model_path("all-mpnet-base-v2")
+    shutil.copytree(tiny_model, tmp_path / "models" / "all-mpnet-base-v2")
+    assert resolve_model_path("all-MPNet-base-v2") == tmp_path / "models" / "all-mpnet-base-v2"
+    assert resolve_model_path("sentence-transformers/all-mpnet-base-v2").name == "all-mpnet-base-v2"
+
+
+@pytest.mark.slow
+def test_the_installed_mpnet_is_the_110m_parameter_encoder() -> None:
+    from smartft.data.tasks import get_task
+    from smartft.errors import ConfigError
+    from smartft.modeling import load_model
+
+    try:
+        model, _ = load_model("all-mpnet-base-v2", get_task("rte"))
+    except ConfigError as err:
+        pytest.skip(str(err))
+    assert type(model).__name__ == "MPNetForSequenceClassification"
+    assert 109e6 < sum(p.numel() for p in model.parameters()) < 110e6
+    assert model.config.num_hidden_layers == 12 and model.config.hidden_size == 768

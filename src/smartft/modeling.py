@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,43 @@ BUNDLED = {
 }
 
 
+# Names meaning a checkpoint that a make target assembles into a `models/` folder (name, target):
+# looked for under $SMARTFT_MODELS, ./models (a study's sweep runs from the checkout's root) and
+# the models/ folder of the checkout this code belongs to.
+ASSEMBLED = {
+    "all-mpnet-base-v2": ("all-mpnet-base-v2", "make mpnet"),
+    "sentence-transformers/all-mpnet-base-v2": ("all-mpnet-base-v2", "make mpnet"),
+}
+
+
+def model_roots() -> list[Path]:
+    """Where ASSEMBLED models are looked for, in order."""
+    roots = [Path(os.environ["SMARTFT_MODELS"])] if os.environ.get("SMARTFT_MODELS") else []
+    return [*roots, Path("models"), Path(__file__).resolve().parents[2] / "models"]
+
+
+def assembled_model(name: str) -> Path | None:
+    """The folder of an ASSEMBLED model, or a ConfigError saying how to install it; None for
+    other names."""
+    found = ASSEMBLED.get(name.lower())
+    if found is None:
+        return None
+    folder, target = found
+    for root in model_roots():
+        if (root / folder / "config.json").is_file():
+            return root / folder
+    raise ConfigError(
+        f"model '{name}' is not installed; `{target}` assembles it into models/{folder} "
+        "(or set SMARTFT_MODELS to the folder that holds it)"
+    )
+
+
 def resolve_model_path(name: str, adapters: bool = False) -> Path:
     """A local model folder for `name`; a clear error for hub ids and other non-folders.
     `adapters`: a folder holding only a peft adapter (adapter_config.json) also counts."""
+    assembled = assembled_model(name)
+    if assembled is not None:
+        return assembled
     bundled = BUNDLED.get(name.lower())
     if bundled is not None:
         module_name, install = bundled
