@@ -143,3 +143,23 @@ def test_own_loop_example_runs(tiny_model: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("step") == 3 and "R_s" in result.stdout
+
+
+@pytest.mark.parametrize("method", ["smart", "r3f"])
+def test_the_trainer_example_runs_as_the_docs_show_it(
+    method: str, tiny_model: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    example = ROOT / "examples" / "with_trainer.py"
+    args = ["--model_name_or_path", tiny_model, "--output_dir", str(tmp_path), "--method", method]
+    result = subprocess.run(
+        [sys.executable, str(example), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{method}: trained 2 updates" in result.stdout
+    assert "from smartft.trainer import MethodTrainer, SmartTrainer" in example.read_text()
