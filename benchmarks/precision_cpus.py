@@ -59,7 +59,7 @@ def blocks() -> dict[str, str]:
 
 def main() -> None:
     changed = write_blocks(doc_pages(), blocks())
-    print("wrote " + ", ".join(map(str, changed)) if changed else "no page holds the block")
+    print("wrote " + ", ".join(map(str, changed)) if changed else "the table is up to date")
 
 
 if __name__ == "__main__":

@@ -22,14 +22,13 @@ from smartft.report import (
     READING_RULE,
     VERDICT_RULE,
     collect,
-    doc_pages,
     markdown,
+    publish,
     report,
     runs_table,
     summarize,
     tally,
     verdict,
-    write_blocks,
 )
 from smartft.sweep import build, expand, from_file, is_done
 
@@ -181,9 +180,7 @@ def main() -> None:
         "",
         runs_table(collect(sweep.runs_dir), sweep.runs_dir),
     ]
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    changed = write_blocks(doc_pages(), blocks())
-    print(f"wrote {OUT}" + "".join(f" and {page}" for page in changed))
+    publish(OUT, lines, blocks())
 
 
 if __name__ == "__main__":

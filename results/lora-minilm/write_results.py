@@ -20,13 +20,12 @@ from smartft.report import (
     Cell,
     Record,
     collect_many,
-    doc_pages,
     markdown,
+    publish,
     runs_table,
     summarize,
     tally,
     verdict,
-    write_blocks,
 )
 from smartft.sweep import build, expand, from_file, is_done
 
@@ -212,9 +211,7 @@ def main() -> None:
         "",
         runs_table(records, Path("results")) if records else "None yet.",
     ]
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    changed = write_blocks(doc_pages(), blocks(records)) if records else []
-    print(f"wrote {OUT}" + "".join(f" and {page}" for page in changed))
+    publish(OUT, lines, blocks(records) if records else {})
 
 
 if __name__ == "__main__":

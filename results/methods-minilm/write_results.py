@@ -28,13 +28,12 @@ from smartft.report import (
     Record,
     collect_many,
     compare,
-    doc_pages,
     minutes,
+    publish,
     runs_table,
     summarize,
     tally,
     verdict,
-    write_blocks,
     write_report,
 )
 from smartft.sweep import build, expand, from_file, is_done
@@ -261,9 +260,7 @@ def main() -> None:
         "",
         runs_table(records, Path("results")),
     ]
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    changed = write_blocks(doc_pages(), blocks(records))
-    print(f"wrote {OUT}" + "".join(f" and {page}" for page in changed))
+    publish(OUT, lines, blocks(records))
 
 
 if __name__ == "__main__":

@@ -20,14 +20,13 @@ from smartft.report import (
     Cell,
     Record,
     collect,
-    doc_pages,
     markdown,
     minutes,
+    publish,
     runs_table,
     summarize,
     tally,
     verdict,
-    write_blocks,
 )
 from smartft.sweep import build, expand, from_file, is_done
 
@@ -179,9 +178,7 @@ def main() -> None:
         "",
         runs_table(mpnet, Path("results")) if mpnet else "None yet.",
     ]
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    changed = write_blocks(doc_pages(), blocks(mpnet))
-    print(f"wrote {OUT}" + "".join(f" and {page}" for page in changed))
+    publish(OUT, lines, blocks(mpnet))
 
 
 if __name__ == "__main__":

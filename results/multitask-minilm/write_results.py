@@ -23,13 +23,12 @@ from smartft.report import (
     chosen_on,
     collect,
     collect_many,
-    doc_pages,
     final_metrics,
     markdown,
+    publish,
     runs_table,
     summarize,
     verdict,
-    write_blocks,
 )
 from smartft.sweep import build, expand, from_file, is_done
 
@@ -205,9 +204,7 @@ def main() -> None:
         "",
         runs_table(found.ours, Path("results")) if found.ours else "None yet.",
     ]
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    changed = write_blocks(doc_pages(), blocks(found))
-    print(f"wrote {OUT}" + "".join(f" and {page}" for page in changed))
+    publish(OUT, lines, blocks(found))
 
 
 def blocks(found: Study | None = None) -> dict[str, str]:

@@ -19,10 +19,9 @@ from smartft.report import (
     Record,
     collect,
     compare,
-    doc_pages,
     minutes,
+    publish,
     runs_table,
-    write_blocks,
 )
 from smartft.sweep import build, expand, from_file, is_done
 
@@ -128,9 +127,7 @@ def main() -> None:
         "",
         runs_table(records, Path("results")) if records else "None yet.",
     ]
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    changed = write_blocks(doc_pages(), blocks(records))
-    print(f"wrote {OUT}" + "".join(f" and {page}" for page in changed))
+    publish(OUT, lines, blocks(records))
 
 
 if __name__ == "__main__":

@@ -625,3 +625,11 @@ def write_blocks(pages: Sequence[Path], blocks: dict[str, str]) -> list[Path]:
 def doc_pages(root: Path = Path(".")) -> list[Path]:
     """README.md and every page of docs/: where written blocks may stand."""
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def publish(out: Path, lines: list[str], blocks: dict[str, str]) -> None:
+    """A results script's last step: write its results file, then the blocks README.md and
+    docs/ quote from it, and say what was written."""
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    changed = write_blocks(doc_pages(), blocks)
+    print(f"wrote {out}" + "".join(f" and {page}" for page in changed))
