@@ -24,3 +24,9 @@ export OMP_NUM_THREADS=1
     --data_dir "$GLUE_DIR" --out benchmarks/results \
     --name "$(grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo && echo precision-avx512bf16 || echo precision)"
 .venv/bin/python benchmarks/precision_cpus.py
+# the 110 M-parameter model of the MPNet study (needs `make mpnet`): what a step costs there
+if [ -f models/all-mpnet-base-v2/model.safetensors ]; then
+  .venv/bin/smartft bench --models all-mpnet-base-v2 --seq_lengths 128 --no_memory \
+      --variants plain,smart,smart-fast --warmup 1 --steps 2 --repeats 2 \
+      --data_dir "$GLUE_DIR" --out benchmarks/results --name mpnet
+fi

@@ -115,8 +115,9 @@ def bench_rows() -> str:
     setting = data["results"][0]["setting"]
     return (
         f"`benchmarks/results/mpnet.md`: batch {setting['batch_size']} x {setting['seq_len']}, "
-        f"{setting['threads']} thread, {data['machine']['processor']}, interleaved medians.\n\n"
-        + "\n".join(rows)
+        f"{setting['threads']} thread, {data['machine']['processor']}, interleaved medians "
+        "(measured while other work shared the machine: the ratios hold, the seconds are "
+        "slower than on an idle core).\n\n" + "\n".join(rows)
     )
 
 
