@@ -15,7 +15,7 @@ import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -27,6 +27,8 @@ from smartft.options import check_ranges, describe, option
 @dataclass
 class TrainConfig:
     """General training settings; names follow transformers' `run_glue.py` where they overlap."""
+
+    TITLE: ClassVar[str] = "Training"  # its --help heading
 
     model_name_or_path: str = field(
         default="all-MiniLM-L6-v2",
@@ -479,22 +481,6 @@ def _owner(classes: Iterable[type]) -> dict[str, tuple[type, dataclasses.Field[A
     return {f.name: (cls, f) for cls in classes for f in fields(cls)}
 
 
-TITLES = {
-    "TrainConfig": "Training",
-    "SmartConfig": "SMART: the smoothness regularizer R_s",
-    "BregmanConfig": "SMART: the Bregman teacher",
-    "AliceConfig": "ALICE",
-    "R3FConfig": "R3F / R4F",
-    "FreeLBConfig": "FreeLB",
-    "ChildTuningConfig": "Child-Tuning",
-    "MixoutConfig": "Mixout",
-    "L2SPConfig": "L2-SP",
-    "LNSRConfig": "LNSR",
-    "DPSConfig": "DPS",
-    "NEFTuneConfig": "NEFTune",
-}
-
-
 def add_arguments(
     parser: argparse.ArgumentParser,
     classes: Iterable[type],
@@ -507,7 +493,7 @@ def add_arguments(
     wanted = set(only) if only is not None else None
     for cls in classes:
         description = " ".join(inspect.cleandoc(cls.__doc__ or "").split())
-        heading = title or TITLES.get(cls.__name__, cls.__name__)
+        heading = title or getattr(cls, "TITLE", cls.__name__)
         group = parser.add_argument_group(heading, None if title else description)
         for f in fields(cls):
             if wanted is not None and f.name not in wanted:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -27,6 +27,8 @@ from smartft.rng import CleanPassMasks, RngState, rng_state, set_rng_state
 @dataclass
 class SmartConfig:
     """SMART's adversarial smoothness regularizer R_s (defaults: the paper)."""
+
+    TITLE: ClassVar[str] = "SMART: the smoothness regularizer R_s"  # its --help heading
 
     smart_lambda: float = field(
         default=1.0, metadata=option("weight λ_s of R_s; 0 turns it off (paper: 1, 3 or 5)", low=0)

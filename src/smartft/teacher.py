@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -28,6 +28,8 @@ from smartft.tagging import keeps_in_copies
 @dataclass
 class BregmanConfig:
     """Momentum Bregman proximal point: a moving-average teacher and its trust-region term."""
+
+    TITLE: ClassVar[str] = "SMART: the Bregman teacher"  # its --help heading
 
     bregman_mu: float = field(
         default=1.0,

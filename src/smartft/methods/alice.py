@@ -25,6 +25,8 @@ class AliceConfig:
     """The label-adversarial term's weight and the ALICE++ switch (the virtual term's weight and
     the perturbation settings are SMART's: --smart_lambda, --smart_eps, ...)."""
 
+    TITLE: ClassVar[str] = "ALICE"  # its --help heading
+
     alice_adv_lambda: float = field(
         default=1.0, metadata=option("weight of the adversarial term against the gold label", low=0)
     )

@@ -27,6 +27,8 @@ class ChildTuningConfig:
     """Child-Tuning's mode and child size (default: D with reserve 0.3; the paper searches
     0.1-0.3 for D and 0.2-0.4 for F)."""
 
+    TITLE: ClassVar[str] = "Child-Tuning"  # its --help heading
+
     child_mode: str = field(
         default="D", metadata=option("F: random mask each update; D: fixed Fisher mask", ("F", "D"))
     )

@@ -24,6 +24,8 @@ from smartft.parts import head_modules
 class DPSConfig:
     """Subnetwork size and stage length (defaults: 0.3 and 5 % of training, the paper's)."""
 
+    TITLE: ClassVar[str] = "DPS"  # its --help heading
+
     dps_keep: float = field(
         default=0.3,
         metadata=option(

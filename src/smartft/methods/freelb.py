@@ -34,6 +34,8 @@ class FreeLBConfig:
     """FreeLB's ascent (defaults: K = 3, α = 0.1, random start of size 0.1, no norm bound, start
     after 20 updates; the official GLUE scripts use α 0.04-0.2 and starts of 0.08-1.0)."""
 
+    TITLE: ClassVar[str] = "FreeLB"  # its --help heading
+
     freelb_steps: int = field(
         default=3, metadata=option("K: perturbed losses averaged per update", low=1)
     )

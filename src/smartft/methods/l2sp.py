@@ -19,6 +19,8 @@ class L2SPConfig:
     """Weights of the two penalties (defaults: the paper's α = 0.1, β = 0.01). Use it with
     `--weight_decay 0` (the preset does): AdamW's decay would pull towards zero as well."""
 
+    TITLE: ClassVar[str] = "L2-SP"  # its --help heading
+
     l2sp_alpha: float = field(
         default=0.1,
         metadata=option(

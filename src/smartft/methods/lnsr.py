@@ -29,6 +29,8 @@ from smartft.rng import RngState, rng_state, set_rng_state
 class LNSRConfig:
     """Where the noise goes and how strong it is (our defaults; the paper tunes σ and λ)."""
 
+    TITLE: ClassVar[str] = "LNSR"  # its --help heading
+
     lnsr_layer: int = field(
         default=0,
         metadata=option("index of the transformer layer whose input gets the noise", low=0),

@@ -27,6 +27,8 @@ from smartft.parts import disable_dropout, head_modules
 class MixoutConfig:
     """Mixout probability (default: the paper's 0.9 for BERT on small GLUE tasks)."""
 
+    TITLE: ClassVar[str] = "Mixout"  # its --help heading
+
     mixout_p: float = field(
         default=0.9,
         metadata=option(

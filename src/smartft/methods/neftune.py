@@ -20,6 +20,8 @@ from smartft.options import check_ranges, option
 class NEFTuneConfig:
     """Noise strength (default: 5, the value the NEFTune paper recommends first)."""
 
+    TITLE: ClassVar[str] = "NEFTune"  # its --help heading
+
     neftune_alpha: float = field(
         default=5.0, metadata=option("α: noise scale before the 1/√(L·d) factor", low=0)
     )

@@ -25,6 +25,8 @@ from smartft.rng import CleanPassMasks
 class R3FConfig:
     """R3F's noise and weight (defaults: the paper's, ε = 1e-5 normal noise, λ = 1)."""
 
+    TITLE: ClassVar[str] = "R3F / R4F"  # its --help heading
+
     r3f_lambda: float = field(
         default=1.0,
         metadata=option("weight of the symmetric KL between clean and noised outputs", low=0),
