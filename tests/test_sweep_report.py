@@ -26,6 +26,7 @@ from smartft.report import (
     collect_many,
     compare,
     markdown,
+    ood_records,
     report,
     runs_table,
     summarize,
@@ -714,3 +715,20 @@ def test_report_gives_out_of_distribution_scores_the_same_paired_statistics(
     shifted = text[text.index("mrpc → paws") :]
     assert "| smart | 4 | 0.5025 |" in shifted and "better" in shifted
     assert "ood_paws_f1" not in text  # each set's main metric
+
+
+def test_out_of_distribution_scores_of_weights_chosen_on_dev_are_marked(tmp_path: Path) -> None:
+    """--ood_tasks scores the weights a run kept; with its best epoch on dev that is a figure
+    dev chose, even though the dev column is read at the last evaluation."""
+    fake_run(tmp_path, "mrpc", "plain", 1, 0.8)
+    folder = tmp_path / "mrpc" / "plain" / "seed1"
+    results = json.loads((folder / "all_results.json").read_text())
+    results.update({"ood_paws_accuracy": 0.45, "checkpoint_chosen_on": "dev", "train_steps": 1})
+    (folder / "all_results.json").write_text(json.dumps(results))
+    (record,) = collect(tmp_path)
+    assert not record.dev_selected  # dev itself is read at the last evaluation
+    (shifted,) = ood_records([record])
+    assert shifted.dev_selected and shifted.task == "mrpc → paws" and shifted.value == 0.45
+    results["checkpoint_chosen_on"] = "end"
+    (folder / "all_results.json").write_text(json.dumps(results))
+    assert not ood_records(collect(tmp_path))[0].dev_selected

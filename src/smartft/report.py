@@ -57,6 +57,7 @@ class Record:
     split: str = "dev"  # "holdout": a model-selection run's score on held-out training data
     # out-of-distribution scores (--ood_tasks): "paws" -> ("accuracy", value), each set's main
     ood: dict[str, tuple[str, float]] = field(default_factory=dict)
+    chosen_on: str = "end"  # what chose the weights the run scored last (`chosen_on`)
 
 
 @dataclass
@@ -116,6 +117,7 @@ def collect(runs_dir: Path) -> list[Record]:
                 dev_selected=dev_selected,
                 split="holdout" if held_out else "dev",
                 ood=ood_scores(results),
+                chosen_on=chosen_on(folder, results),
             )
         )
     return records
@@ -133,9 +135,16 @@ def ood_scores(results: dict[str, Any]) -> dict[str, tuple[str, float]]:
 
 def ood_records(records: list[Record]) -> list[Record]:
     """The runs' out-of-distribution scores as records of their own, one "task → set" per
-    set, so that they get the same statistics and paired verdicts as the dev scores."""
+    set, so that they get the same statistics and paired verdicts as the dev scores. They were
+    computed on the weights the run kept: chosen on dev where it kept its best epoch there."""
     return [
-        replace(record, task=f"{record.task} → {name}", metric=metric, value=value)
+        replace(
+            record,
+            task=f"{record.task} → {name}",
+            metric=metric,
+            value=value,
+            dev_selected=record.dev_selected or record.chosen_on == "dev",
+        )
         for record in records
         for name, (metric, value) in sorted(record.ood.items())
     ]
