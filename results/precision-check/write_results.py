@@ -69,7 +69,8 @@ def rows(records: list[Record]) -> list[str]:
         interval = f"[{found.ci_low:+.4f}, {found.ci_high:+.4f}]" if found.n > 1 else ""
         lines.append(
             f"| {task} | {method} | {found.n} | {medians[0]:.4f} | {medians[1]:.4f} | "
-            f"{found.mean:+.4f} {interval} | {found.p_sign_flip:.3f} | {found.detectable:.4f} | "
+            f"{found.mean:+.4f} {interval} | {found.p_sign_flip:.3f} | "
+            f"{f'{found.detectable:.4f}' if found.n > 1 else '–'} | "
             f"{found.verdict} | {times} |"
         )
     return lines
