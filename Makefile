@@ -40,7 +40,7 @@ bench: bench-deps
 	bash benchmarks/run.sh
 
 # the results and benchmark scripts are type-checked one by one (several share a file name)
-SCRIPTS := $(sort $(wildcard results/*/*.py benchmarks/*.py))
+SCRIPTS := $(sort $(wildcard results/*/*.py benchmarks/*.py scripts/*.py))
 
 lint: setup
 	$(BIN)/ruff check .

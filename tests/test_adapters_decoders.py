@@ -147,3 +147,29 @@ def test_lora_regression_adapters_load_with_their_one_output_head(
     assert json.loads(text)["pearson"] == pytest.approx(
         json.loads((out / "all_results.json").read_text())["eval_pearson"]
     )
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("shape", ["choice", "span"])
+def test_decoders_answer_multiple_choice_and_span_tasks(
+    kind: str, shape: str, tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The one-output scorer (multiple choice) and the start/end head (span) on decoders, with
+    SMART, and `smartft eval` on the saved model."""
+    from .test_choice import mc_args, write_cosmos
+    from .test_span import qa_args, write_squad
+
+    model = decoder(kind, tiny_model, tmp_path / kind)
+    out = tmp_path / "run"
+    if shape == "choice":
+        data, args, task = write_cosmos(tmp_path / "mc" / "CosmosQA"), mc_args, "cosmosqa"
+    else:
+        data, args, task = write_squad(tmp_path / "qa" / "SQuAD"), qa_args, "squad"
+    code, _, err = cli(args(model, data, out, "--method", "smart", "--smart_eps", "1e-2"), capsys)
+    assert code == 0, err
+    results = json.loads((out / "all_results.json").read_text())
+    metric = "eval_accuracy" if shape == "choice" else "eval_f1"
+    command = ["eval", "--model_name_or_path", str(out), "--task_name", task]
+    code, text, err = cli([*command, "--data_dir", str(data)], capsys)
+    assert code == 0, err
+    assert json.loads(text)[metric.removeprefix("eval_")] == pytest.approx(results[metric])

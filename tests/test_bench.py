@@ -59,6 +59,24 @@ def test_bench_on_the_tiny_model_writes_its_tables(tmp_path: Path) -> None:
     assert "| smart-fast |" in (tmp_path / "t.md").read_text()
 
 
+@pytest.mark.parametrize("task", ["cosmosqa", "squad"])
+def test_bench_times_the_multiple_choice_and_span_steps(task: str, tmp_path: Path) -> None:
+    """The new shapes' steps (k rows per question, start and end positions) beside plain; a
+    peer's step, which knows sentence classification only, is refused."""
+    settings = bench.plan(
+        ["tiny"], [16], 2, ["plain", "smart", "alice"], False, warmup=1, steps=1, repeats=1,
+        task=task,
+    )  # fmt: skip
+    summary = bench.run_bench(settings, tmp_path, "t", memory=False, report=lambda s: None)
+    rows = {r["variant"]: r for r in summary["results"][0]["rows"]}
+    assert set(rows) == {"plain", "smart", "alice"} and rows["smart"]["median_s"] > 0
+    assert f"on {task}" in (tmp_path / "t.md").read_text()
+    batch = bench.make_batches(None, None, 2, 16, 1, 1000, task)[0]
+    assert batch["input_ids"].shape[0] == (8 if task == "cosmosqa" else 2)
+    with pytest.raises(ConfigError, match="sentence classification only"):
+        bench.build(bench.Setting("tiny", 2, 16, ("trainer",), task=task))
+
+
 def test_memory_probe_reports_a_peak_above_the_resting_size() -> None:
     setting = bench.Setting("tiny", 8, 32, ("smart",), warmup=1, steps=2, repeats=1)
     probe = bench.measure_memory(setting, "smart")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import SMART_FLAGS, write_stsb
+from .test_span import write_squad
 from .test_tagging import write_wnut
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -115,6 +116,38 @@ def test_tagging_evaluation_gathers_every_sentence_once(
     assert float(single["eval_f1"]) > 0  # type: ignore[arg-type]
     for key in ("eval_f1", "eval_precision", "eval_recall", "eval_accuracy"):
         assert float(single[key]) == pytest.approx(float(double[key]), abs=1e-6), key  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
+def test_span_windows_split_across_processes_score_as_one_process(
+    no_dropout_model: str, tmp_path: Path
+) -> None:
+    """One trained model scored by `smartft eval` in one process and in two: 11 dev questions
+    of several windows each, over 2 processes x batches of 4 windows, so a question's windows
+    land on both processes, and a lost or doubled window would move a score."""
+    data = write_squad(tmp_path / "qa" / "SQuAD", n_train=24, n_dev=11)
+    flags = ("--max_seq_length", "40", "--doc_stride", "12", "--learning_rate", "3e-3")
+    trained = launch(1, no_dropout_model, data, tmp_path / "one", 8, *flags, task="squad")
+    assert float(trained["eval_f1"]) > 0  # type: ignore[arg-type]
+    scores = []
+    for processes in (1, 2):
+        args = [
+            "-m", "smartft.cli", "eval", "--model_name_or_path", str(tmp_path / "one"),
+            "--task_name", "squad", "--data_dir", str(data), "--per_device_eval_batch_size", "4",
+            "--output_file", str(tmp_path / f"eval{processes}.json"),
+        ]  # fmt: skip
+        command = (
+            [str(TORCHRUN), "--standalone", f"--nproc_per_node={processes}", *args]
+            if processes > 1
+            else [sys.executable, *args]
+        )
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
+        scores.append(json.loads((tmp_path / f"eval{processes}.json").read_text()))
+    assert scores[0]["f1"] == pytest.approx(float(trained["eval_f1"]), abs=1e-12)  # type: ignore[arg-type]
+    assert scores[0]["f1"] == scores[1]["f1"]
+    assert scores[0]["exact_match"] == scores[1]["exact_match"]
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")

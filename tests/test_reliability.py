@@ -19,7 +19,9 @@ from smartft.checkpoint import COMPLETE, STATE_FILE, complete_checkpoints
 from smartft.methods import METHODS
 
 from .conftest import SMART_FLAGS, train_args
+from .test_choice import write_cosmos
 from .test_engine import cli, events
+from .test_span import write_squad
 from .test_tagging import write_wnut
 
 SMART = [
@@ -380,11 +382,12 @@ def test_a_run_resumed_from_an_epoch_checkpoint_is_the_uninterrupted_run(
     killed_and_resumed(tiny_model, glue_dir, tmp_path, common, kill_at)
 
 
-@pytest.mark.parametrize("kind", ["lora", "tagging"])
-def test_lora_and_tagging_runs_resume_exactly(
+@pytest.mark.parametrize("kind", ["lora", "tagging", "choice", "span"])
+def test_lora_tagging_choice_and_span_runs_resume_exactly(
     kind: str, tiny_model: str, glue_dir: Path, tmp_path: Path
 ) -> None:
-    """SMART on LoRA adapters (the teacher averages the adapters) and on WNUT-style tagging."""
+    """SMART on LoRA adapters (the teacher averages the adapters), on WNUT-style tagging, on
+    Cosmos-style multiple choice and on SQuAD-style spans (windows of long contexts)."""
     common = [
         "--method", "smart", "--logging_steps", "1",
         "--save_strategy", "steps", "--save_steps", "4",
@@ -392,9 +395,15 @@ def test_lora_and_tagging_runs_resume_exactly(
     if kind == "lora":
         data = glue_dir
         common += ["--peft", "lora", "--lora_target_modules", "query,value"]
-    else:
+    elif kind == "tagging":
         data = write_wnut(tmp_path / "ner")
         common += ["--task_name", "wnut17"]
+    elif kind == "choice":
+        data = write_cosmos(tmp_path / "mc" / "CosmosQA", n_train=40)
+        common += ["--task_name", "cosmosqa", "--max_seq_length", "48"]
+    else:
+        data = write_squad(tmp_path / "qa" / "SQuAD", n_train=40)
+        common += ["--task_name", "squad", "--max_seq_length", "40", "--doc_stride", "12"]
     assert "checkpoint-4" in killed_and_resumed(tiny_model, data, tmp_path, common)
 
 

@@ -97,7 +97,9 @@ def test_first_subword_of_each_word_carries_its_tag(tiny_model: str) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     # "dog." is one word and two subwords: only "dog" is labelled
-    examples = Examples(Path("x"), [("the", "dog.", "runs")], None, ["1"], [[0, 3, 4]], True)
+    examples = Examples(
+        Path("x"), [("the", "dog.", "runs")], None, ["1"], [[0, 3, 4]], shape="token"
+    )
     features = tokenize(examples, tokenizer, 32, False)
     assert features.encodings["token_mask"] == [[0, 1, 1, 0, 1, 0]]
     assert features.labels == [[0, 3, 4]]

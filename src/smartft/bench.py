@@ -87,10 +87,15 @@ DEFAULT_VARIANTS = (
 # ----------------------------------------------------------------------------- model and data
 
 
-def tiny_model(num_labels: int = 2) -> nn.Module:
-    """A 2-layer, 64-wide random BERT: fast, and enough to exercise every code path."""
-    from transformers import BertConfig, BertForSequenceClassification
+def tiny_model(task: str = "rte") -> nn.Module:
+    """A 2-layer, 64-wide random BERT with the task's head: fast, and enough to exercise every
+    code path."""
+    from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 
+    from smartft.data.tasks import get_task
+    from smartft.modeling import head_options, task_view
+
+    spec = get_task(task)
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=1000,
@@ -99,53 +104,69 @@ def tiny_model(num_labels: int = 2) -> nn.Module:
         num_attention_heads=2,
         intermediate_size=128,
         max_position_embeddings=512,
+        **head_options(spec),
     )
-    config.num_labels = num_labels
-    return BertForSequenceClassification(config)
+    kind = BertForQuestionAnswering if spec.shape == "span" else BertForSequenceClassification
+    return task_view(kind(config), spec)  # type: ignore[no-any-return]
 
 
-def load_bench_model(name: str) -> tuple[nn.Module, Any]:
-    """(model, tokenizer or None): `tiny` is built in memory, anything else loads from disk."""
+def load_bench_model(name: str, task: str = "rte") -> tuple[nn.Module, Any]:
+    """(model, tokenizer or None): `tiny` is built in memory, anything else loads from disk;
+    either with the head and output view of `task` (multiple choice, span: modeling.task_view)."""
     if name == "tiny":
-        return tiny_model(), None
+        return tiny_model(task), None
     from smartft.data.tasks import get_task
-    from smartft.modeling import load_model
+    from smartft.modeling import load_model, task_view
 
-    model, tokenizer = load_model(name, get_task("rte"))
-    return model, tokenizer
+    spec = get_task(task)
+    model, tokenizer = load_model(name, spec)
+    return task_view(model, spec), tokenizer
 
 
 def make_batches(
-    tokenizer: Any, data_dir: str | None, batch_size: int, seq_len: int, count: int, vocab: int
+    tokenizer: Any,
+    data_dir: str | None,
+    batch_size: int,
+    seq_len: int,
+    count: int,
+    vocab: int,
+    task: str = "rte",
 ) -> list[dict[str, torch.Tensor]]:
-    """`count` batches padded to exactly `seq_len`: RTE training pairs when the data and a
-    tokenizer are there (so the padding pattern is real), random token ids otherwise."""
-    if tokenizer is not None and data_dir:
-        from smartft.data.dataset import load_examples
-        from smartft.data.tasks import get_task
+    """`count` batches padded to exactly `seq_len`: the task's training examples when the data
+    and a tokenizer are there (so the padding pattern is real), random token ids otherwise."""
+    from smartft.data.tasks import get_task
 
-        examples = load_examples(get_task("rte"), "train", Path(data_dir)).head(batch_size * count)
-        first, second = zip(*examples.texts, strict=True)
-        encoded = tokenizer(
-            list(first),
-            list(second),
-            padding="max_length",
-            truncation=True,
-            max_length=seq_len,
-            return_tensors="pt",
-        )
-        assert examples.labels is not None
-        tensors = {**encoded, "labels": torch.tensor(examples.labels, dtype=torch.long)}
-        return [
-            {k: v[i * batch_size : (i + 1) * batch_size] for k, v in tensors.items()}
-            for i in range(count)
+    spec = get_task(task)
+    if tokenizer is not None and data_dir:
+        from smartft.data.dataset import Collator, load_examples, tokenize
+
+        examples = load_examples(spec, "train", Path(data_dir))
+        features = tokenize(examples, tokenizer, seq_len, spec.is_regression)
+        collate = Collator(tokenizer.pad_token_id or 0, spec.is_regression)
+        if len(features) < batch_size * count:
+            raise ConfigError(f"bench: {task} has {len(features)} training rows, too few")
+        batches = [
+            collate([features[i] for i in range(b * batch_size, (b + 1) * batch_size)])
+            for b in range(count)
         ]
+        for batch in batches:  # every batch exactly seq_len wide
+            for key in ("input_ids", "token_type_ids", "attention_mask"):
+                if key in batch:
+                    fill = tokenizer.pad_token_id or 0 if key == "input_ids" else 0
+                    width = batch[key].shape[-1]
+                    batch[key] = nn.functional.pad(batch[key], (0, seq_len - width), value=fill)
+        return batches
     generator = torch.Generator().manual_seed(0)
+    rows = batch_size * spec.num_labels if spec.shape == "choice" else batch_size
+    # answer numbers (choice), start and end positions (span), classes (sentence)
+    high, size = {"choice": (spec.num_labels, batch_size), "span": (seq_len, 2 * batch_size)}.get(
+        spec.shape, (2, batch_size)
+    )
     return [
         {
-            "input_ids": torch.randint(5, vocab, (batch_size, seq_len), generator=generator),
-            "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long),
-            "labels": torch.randint(0, 2, (batch_size,), generator=generator),
+            "input_ids": torch.randint(5, vocab, (rows, seq_len), generator=generator),
+            "attention_mask": torch.ones(rows, seq_len, dtype=torch.long),
+            "labels": torch.randint(0, high, (size,), generator=generator),
         }
         for _ in range(count)
     ]
@@ -325,20 +346,23 @@ class Setting:
     steps: int = 3  # timed steps per variant and repetition
     repeats: int = 4
     options: dict[str, Any] = field(default_factory=dict)  # applied to every smartft variant
+    task: str = "rte"  # whose head, output view and (with data_dir) training batches
 
 
 def build(setting: Setting) -> tuple[dict[str, Step], list[dict[str, torch.Tensor]]]:
     torch.set_num_threads(setting.threads)
-    base, tokenizer = load_bench_model(setting.model)
+    base, tokenizer = load_bench_model(setting.model, setting.task)
     config: Any = base.config
     vocab = int(config.vocab_size)
     batches = make_batches(
-        tokenizer, setting.data_dir, setting.batch_size, setting.seq_len, 4, vocab
+        tokenizer, setting.data_dir, setting.batch_size, setting.seq_len, 4, vocab, setting.task
     )
     total = setting.warmup + setting.steps * setting.repeats + 1
     steps: dict[str, Step] = {}
     for name in setting.variants:
         variant = get_variant(name)
+        if variant.runner != "smartft" and setting.task != "rte":
+            raise ConfigError(f"bench variant {name} times sentence classification only")
         if variant.runner == "smartft" and setting.options and variant.method != "plain":
             variant = Variant(
                 variant.name, "smartft", variant.method, {**variant.options, **setting.options}
@@ -476,8 +500,9 @@ def run_setting(setting: Setting, memory: bool) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     s = result["setting"]
     extra = f", options {s['options']}" if s["options"] else ""
+    task = f" on {s['task']}" if s.get("task", "rte") != "rte" else ""
     head = (
-        f"**{s['model']}**, batch {s['batch_size']} x length {s['seq_len']}, "
+        f"**{s['model']}**{task}, batch {s['batch_size']} x length {s['seq_len']}, "
         f"{s['threads']} thread(s), {s['warmup']} warm-up + {s['repeats']} x {s['steps']} timed "
         f"steps per variant{extra}\n\n"
     )

@@ -43,6 +43,8 @@ INFERENCE_OPTIONS = (
     "problem_type",
     "output_dir",
     "max_seq_length",
+    "doc_stride",
+    "max_answer_length",
     "per_device_eval_batch_size",
     "max_eval_samples",
     "bf16",
@@ -270,7 +272,15 @@ def _add_bench(commands: Any) -> None:
     bench.add_argument("--repeats", type=int, default=4, help="repetitions (variants rotate)")
     bench.add_argument("--scaling", action="store_true", help="add the scaling settings")
     bench.add_argument("--no_memory", action="store_true", help="skip the memory probes")
-    bench.add_argument("--data_dir", default=None, help="GLUE folder: real RTE batches")
+    bench.add_argument(
+        "--task_name",
+        default="rte",
+        help="the task whose head and batches are timed: rte, cosmosqa (k answers per example) "
+        "or squad (start and end logits); real batches with --data_dir",
+    )
+    bench.add_argument(
+        "--data_dir", default=None, help="the task's data folder: real training batches"
+    )
     bench.add_argument(
         "--out",
         default="runs/bench",
@@ -312,6 +322,7 @@ def _bench(args: argparse.Namespace) -> int:
         variants,
         args.scaling,
         data_dir=args.data_dir,
+        task=args.task_name,
         threads=args.threads,
         warmup=args.warmup,
         steps=args.steps,
@@ -337,6 +348,10 @@ def _tasks(args: argparse.Namespace) -> int:
         kind = "regression" if spec.is_regression else f"{spec.num_labels} classes"
         if spec.tagging:
             kind = f"{spec.num_labels} tags"
+        elif spec.shape == "choice":
+            kind = f"{spec.num_labels} answers"
+        elif spec.shape == "span":
+            kind = "answer spans"
         print(f"{name:16s} {spec.folder:24s} {kind:12s} {', '.join(spec.metrics)}")
     return 0
 

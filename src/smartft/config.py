@@ -140,8 +140,9 @@ class TrainConfig:
     problem_type: str = field(
         default="auto",
         metadata=option(
-            "custom data: regression is inferred from float labels unless set",
-            ("auto", "classification", "regression"),
+            "custom data: regression is inferred from float labels unless set; "
+            "multiple_choice: rows of a context, a question, answers answer0.. and a label",
+            ("auto", "classification", "regression", "multiple_choice"),
         ),
     )
     output_dir: str | None = field(default=None, metadata=option("where results and the model go"))
@@ -155,6 +156,18 @@ class TrainConfig:
             "model's run was trained with)",
             low=1,
         ),
+    )
+    doc_stride: int | None = field(
+        default=None,
+        metadata=option(
+            "span tasks (squad): tokens shared by consecutive windows of a long context "
+            "(default: a third of --max_seq_length, 128 at 384 as in transformers' run_qa)",
+            low=0,
+        ),
+    )
+    max_answer_length: int = field(
+        default=30,
+        metadata=option("span tasks (squad): the longest answer predicted, in tokens", low=1),
     )
     per_device_train_batch_size: int = field(
         default=16, metadata=option("training batch size", low=1)

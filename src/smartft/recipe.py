@@ -30,11 +30,11 @@ from smartft.data.sources import load_train_data
 from smartft.data.tasks import TaskSpec
 from smartft.distill import cached_targets, check_teachers, soft_targets, teacher_dirs
 from smartft.errors import ConfigError, TrainingError
-from smartft.evaluation import predict_outputs, score
+from smartft.evaluation import Layout, predict_outputs, score
 from smartft.events import EventLog, format_metrics
 from smartft.methods import Method, SetupInfo, get_method
 from smartft.metrics import is_better, json_safe
-from smartft.modeling import input_names, load_model, with_lora
+from smartft.modeling import input_names, load_model, task_view, with_lora
 from smartft.optim import make_optimizer, make_scheduler
 from smartft.output import (
     ordinary_permissions,
@@ -46,7 +46,6 @@ from smartft.precision import recorded_warnings
 from smartft.provenance import provenance
 from smartft.runtime import make_accelerator, mean_over_processes, replica_checksums, say
 from smartft.step import StepOutput, train_step
-from smartft.tagging import TagLayout, label_tokens
 
 Batch = dict[str, torch.Tensor]
 
@@ -73,8 +72,8 @@ class FineTuneRecipe:
         """Read and check every input before anything is written."""
         self.data = load_train_data(self.cfg)
         self.spec = self.data.spec
-        if self.spec.tagging:
-            refuse_for_tagging(self.run)
+        if self.spec.shape != "sentence":
+            refuse_for_shape(self.run, self.spec.shape)
         self.main_metric = self.spec.main_metric
         self.regression: bool | None = self.spec.is_regression
         self.teachers = teacher_dirs(self.cfg.teachers)
@@ -99,13 +98,10 @@ class FineTuneRecipe:
         )
         self.inputs = input_names(model)
         if cfg.peft == "lora":
-            model = with_lora(model, cfg, spec.tagging)
-        if spec.tagging:  # on the model the loop calls, around peft's wrapper if there is one
-            label_tokens(model)
+            model = with_lora(model, cfg, spec.shape)
+        task_view(model, spec)  # on the model the loop calls, around peft's wrapper if any
         self.collator = Collator(self.tokenizer.pad_token_id or 0, spec.is_regression)
-        self.features = tokenize(
-            self.data.train, self.tokenizer, cfg.max_seq_length, spec.is_regression, self.inputs
-        )
+        self.features = self.tokenized(self.data.train)
         self.attach_soft_targets(self.features, spec, self.collator)
         self.sampler: Any = BatchSampler(
             self.features.lengths,
@@ -159,13 +155,23 @@ class FineTuneRecipe:
         loader, self.eval_layout = self.loader_for(self.data.eval)
         return loader
 
-    def loader_for(self, examples: Examples) -> tuple[Any, TagLayout | None]:
-        """Evaluation batches of `examples`, prepared by accelerate (and, for a tagging task,
-        where each output belongs in its sentence)."""
+    def tokenized(self, examples: Examples) -> Features:
         cfg = self.cfg
-        features = tokenize(
-            examples, self.tokenizer, cfg.max_seq_length, self.spec.is_regression, self.inputs
+        return tokenize(
+            examples,
+            self.tokenizer,
+            cfg.max_seq_length,
+            self.spec.is_regression,
+            self.inputs,
+            cfg.doc_stride,
+            cfg.max_answer_length,
         )
+
+    def loader_for(self, examples: Examples) -> tuple[Any, Layout]:
+        """Evaluation batches of `examples`, prepared by accelerate (and, for a tagging or span
+        task, where each output belongs: its sentence, its question)."""
+        cfg = self.cfg
+        features = self.tokenized(examples)
         loader = DataLoader(
             features, batch_size=cfg.per_device_eval_batch_size, collate_fn=self.collator
         )
@@ -486,11 +492,10 @@ class FineTuneRecipe:
             found.update({f"ood_{how.spec.name}_{k}": v for k, v in metrics.items()})
         return found
 
-    def scores(self, loader: Any, layout: TagLayout | None) -> dict[str, float]:
+    def scores(self, loader: Any, layout: Layout) -> dict[str, float]:
         outputs, labels = predict_outputs(
             self.model, loader, self.accelerator, self.show, self.precision
         )
-        assert labels is not None
         return score(self.spec, outputs, labels, layout)
 
     def current_weights(self) -> dict[str, torch.Tensor]:
@@ -606,15 +611,19 @@ class FineTuneRecipe:
         return results
 
 
-def refuse_for_tagging(run: RunConfig) -> None:
-    """What a tagging run cannot do: the fast mode's random rows are sentences while a tagging
-    model's outputs are tokens, and distillation targets are per sentence."""
+def refuse_for_shape(run: RunConfig, shape: str) -> None:
+    """What a tagging, multiple-choice or span run cannot do: the fast mode's random rows are
+    input rows while such a model's outputs are tokens, questions or start/end pairs, and
+    distillation targets are one distribution per sentence."""
     flat = run.flat()
     fast = [f"--{k}" for k in ("smart_fraction", "bregman_fraction") if flat.get(k, 1.0) < 1]
+    what = {"token": "a tagging", "choice": "a multiple-choice", "span": "a span"}[shape]
     if fast:
         raise ConfigError(
             f"{' and '.join(fast)} below 1 (the fast mode) works on sentence tasks only; "
-            "a tagging task regularizes every labelled token"
+            f"{what} task regularizes every output"
         )
     if run.train.teachers:
-        raise ConfigError("--teachers (distillation) works on sentence tasks only")
+        raise ConfigError(
+            f"--teachers (distillation) works on sentence tasks only, not {what} task"
+        )

@@ -55,11 +55,12 @@ class MultiTaskRecipe(FineTuneRecipe):
             load_train_data(replace(cfg, task_name=name)) for name in self.names
         ]
         self.specs = [data.spec for data in self.datas]
-        tagging = [spec.name for spec in self.specs if spec.tagging]
-        if tagging:
+        other = [spec for spec in self.specs if spec.shape != "sentence"]
+        if other:
+            kind = {"token": "tagging", "choice": "multiple-choice", "span": "span"}
             raise ConfigError(
                 f"--task_name {cfg.task_name}: multi-task training takes sentence tasks only; "
-                f"train the tagging task {tagging[0]} on its own"
+                f"train the {kind[other[0].shape]} task {other[0].name} on its own"
             )
         self.data, self.spec = self.datas[0], self.specs[0]
         self.main_metric = "mean"

@@ -2,34 +2,54 @@
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from smartft.choice import (
+    answer_columns,
+    answers_of,
+    check_rows,
+    count_answers,
+    encode_choices,
+    label_of,
+)
 from smartft.data.readers import Row, detect_format, read_rows
 from smartft.data.tasks import TaskSpec, task_folder
 from smartft.errors import ConfigError, DataError
+from smartft.span import SpanLayout, encode_spans, reference_answers
 from smartft.tagging import TOKEN_MASK, TagLayout
 
 
 @dataclass
 class Examples:
     """One split, validated: texts per example, label ids or floats (None for unlabeled test).
-    A tagging task's example is a sentence: `texts` holds its words, `tags` their tag ids."""
+    A tagging task's example is a sentence: `texts` holds its words, `tags` their tag ids. A
+    multiple-choice example's texts are (context, question, answer_1, ..., answer_k); a span
+    example's are (question, context) and `answers` its reference answers as (text, start).
+    `groups` (a context or an article) keeps examples that share one on the same side of a split.
+    """
 
     path: Path
     texts: list[tuple[str, ...]]
     labels: list[float] | None
     ids: list[str]
     tags: list[list[int]] | None = None
-    tagging: bool = False
+    shape: str = "sentence"
+    groups: list[str] | None = None
+    answers: list[list[tuple[str, int]]] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def tagging(self) -> bool:
+        return self.shape == "token"
 
     def head(self, n: int | None) -> Examples:
         if n is None or n >= len(self):
@@ -37,10 +57,19 @@ class Examples:
         return self.select(list(range(n)))
 
     def select(self, indices: Sequence[int]) -> Examples:
-        labels = None if self.labels is None else [self.labels[i] for i in indices]
-        tags = None if self.tags is None else [self.tags[i] for i in indices]
+        def pick(values: list[Any] | None) -> list[Any] | None:
+            return None if values is None else [values[i] for i in indices]
+
         texts, ids = [self.texts[i] for i in indices], [self.ids[i] for i in indices]
-        return Examples(self.path, texts, labels, ids, tags, self.tagging)
+        return replace(
+            self,
+            texts=texts,
+            labels=pick(self.labels),
+            ids=ids,
+            tags=pick(self.tags),
+            groups=pick(self.groups),
+            answers=pick(self.answers),
+        )
 
     def sample(self, fraction: float, seed: int) -> Examples:
         """A seeded random subset of round(fraction · n) examples (at least one), in file order.
@@ -53,10 +82,26 @@ class Examples:
         return self.split(fraction, seed)[0]
 
     def split(self, fraction: float, seed: int) -> tuple[Examples, Examples]:
-        """(a seeded random round(fraction · n) examples, the rest), both in file order."""
-        k = max(1, round(fraction * len(self)))
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)).tolist()
-        return self.select(sorted(order[:k])), self.select(sorted(order[k:]))
+        """(a seeded random round(fraction · n) examples, the rest), both in file order. With
+        `groups`, whole groups are drawn (until the first part holds its share), so no context
+        or article is on both sides."""
+        generator = torch.Generator().manual_seed(seed)
+        if self.groups is None:
+            k = max(1, round(fraction * len(self)))
+            order = torch.randperm(len(self), generator=generator).tolist()
+            return self.select(sorted(order[:k])), self.select(sorted(order[k:]))
+        members: dict[str, list[int]] = {}
+        for index, group in enumerate(self.groups):
+            members.setdefault(group, []).append(index)
+        names = list(members)
+        wanted, first = max(1, round(fraction * len(self))), list[int]()
+        for g in torch.randperm(len(names), generator=generator).tolist():
+            if len(first) >= wanted:
+                break
+            first += members[names[g]]
+        chosen = set(first)
+        rest = [i for i in range(len(self)) if i not in chosen]
+        return self.select(sorted(first)), self.select(rest)
 
 
 def split_path(spec: TaskSpec, split: str, data_dir: Path | None) -> Path:
@@ -199,7 +244,63 @@ def to_sentences(
             tags.append([tag_to_id[t] for t in row.fields["tags"]])
     texts = [tuple(row.fields["tokens"]) for row in rows]
     ids = [str(row.line) for row in rows]
-    return Examples(path, texts, None, ids, tags if has_tags else None, tagging=True)
+    return Examples(path, texts, None, ids, tags if has_tags else None, shape="token")
+
+
+def to_choices(
+    spec: TaskSpec, split: str, path: Path, rows: Sequence[Row], require_labels: bool
+) -> Examples:
+    """A multiple-choice task's questions: the context and question columns, k answers each
+    and the index of the right one, every row checked (`smartft.choice`); k is the task's, or
+    for your own file, the first row's."""
+    k = spec.num_labels if spec.labels else count_answers(path, rows)
+    columns = answer_columns(path, rows[0])
+    check_rows(path, rows, spec.text_columns)
+    texts: list[tuple[str, ...]] = []
+    labels: list[float] = []
+    ids: list[str] = []
+    for row in rows:
+        answers = answers_of(path, row, columns, k)
+        assert spec.label_column is not None
+        label = label_of(path, row, spec.label_column, k)
+        if label is None and (require_labels or labels):
+            raise row.error(path, f"no '{spec.label_column}' value", fix="label every question")
+        if label is not None:
+            if len(labels) != len(texts):
+                raise row.error(path, "labelled, but the rows above are not")
+            labels.append(float(label))
+        texts.append((*(str(row.fields[c]) for c in spec.text_columns), *answers))
+        ident = row.fields.get(spec.id_column) if spec.id_column else None
+        ids.append(str(ident) if ident not in (None, "") else str(len(ids)))
+    groups = [t[0] for t in texts]  # the context: no passage on both sides of a split
+    return Examples(path, texts, labels or None, ids, shape="choice", groups=groups)
+
+
+def to_spans(spec: TaskSpec, path: Path, rows: Sequence[Row], require_labels: bool) -> Examples:
+    """A span task's questions: (question, context), the reference answers, the article."""
+    texts: list[tuple[str, ...]] = []
+    ids: list[str] = []
+    answers: list[list[tuple[str, int]]] = []
+    groups: list[str] = []
+    column = spec.label_column or "answers"
+    for row in rows:
+        question, context = row.fields.get("question"), row.fields.get("context")
+        if not isinstance(question, str) or not question.strip() or not isinstance(context, str):
+            raise row.error(path, f"question {row.fields.get('id')!r} has no question text")
+        found = reference_answers(path, row, column) if column in row.fields else []
+        if require_labels and not found:
+            raise row.error(path, f"question {row.fields.get('id')!r} has no answer")
+        texts.append((question, context))
+        ids.append(str(row.fields.get("id", len(ids))))
+        answers.append(found)
+        groups.append(str(row.fields.get("title", "")))
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i, c in collections.Counter(ids).items() if c > 1)
+        raise DataError(path, f"question id {duplicate!r} is used twice")
+    labelled = any(answers)
+    return Examples(
+        path, texts, None, ids, shape="span", groups=groups, answers=answers if labelled else None
+    )
 
 
 def to_examples(
@@ -208,6 +309,10 @@ def to_examples(
     """Validate every row and map labels to ids (classification) or floats (regression)."""
     if spec.tagging:
         return to_sentences(spec, split, path, rows, require_labels)
+    if spec.shape == "choice":
+        return to_choices(spec, split, path, rows, require_labels)
+    if spec.shape == "span":
+        return to_spans(spec, path, rows, require_labels)
     texts: list[tuple[str, ...]] = []
     labels: list[float] = []
     ids: list[str] = []
@@ -269,16 +374,20 @@ class Features(torch.utils.data.Dataset[dict[str, Any]]):
 
     def __init__(
         self,
-        encodings: dict[str, list[list[int]]],
+        encodings: dict[str, list[list[int]]] | dict[str, list[list[list[int]]]],
         labels: Sequence[float] | Sequence[list[int]] | None,
         regression: bool,
-        layout: TagLayout | None = None,
+        layout: TagLayout | SpanLayout | None = None,
     ) -> None:
         self.encodings = encodings
         self.labels = labels
         self.regression = regression
-        self.layout = layout  # tagging: which word each labelled token is
-        self.lengths = [len(ids) for ids in encodings["input_ids"]]
+        self.layout = layout  # which word each labelled token is, which question each window
+        # a multiple-choice example is k sequences: its length is the longest
+        self.lengths = [
+            max(map(len, ids)) if ids and isinstance(ids[0], list) else len(ids)
+            for ids in encodings["input_ids"]
+        ]
         self.soft: list[list[float]] | None = None  # distillation targets, one row per example
 
     def __len__(self) -> int:
@@ -299,10 +408,22 @@ def tokenize(
     max_length: int,
     regression: bool,
     keys: tuple[str, ...] = ("input_ids", "token_type_ids", "attention_mask"),
+    doc_stride: int | None = None,
+    max_answer_length: int = 30,
 ) -> Features:
-    """Token ids (and the other inputs in `keys` the tokenizer gives) for each example."""
+    """Token ids (and the other inputs in `keys` the tokenizer gives) for each example: for a
+    span task, for each window of each context (`doc_stride`, `max_answer_length`: span.py)."""
     if examples.tagging:
         return tokenize_words(examples, tokenizer, max_length, keys)
+    if examples.shape == "choice":
+        encodings = encode_choices(examples.texts, tokenizer, max_length, keys)
+        return Features(encodings, examples.labels, False)
+    if examples.shape == "span":
+        stride = max_length // 3 if doc_stride is None else doc_stride
+        windows, labels, layout = encode_spans(
+            examples, tokenizer, max_length, keys, stride, max_answer_length
+        )
+        return Features(windows, labels, False, layout)
     columns = list(zip(*examples.texts, strict=True))
     second = list(columns[1]) if len(columns) > 1 else None
     encoded = tokenizer(list(columns[0]), second, truncation=True, max_length=max_length)
@@ -349,6 +470,9 @@ def tokenize_words(
     return Features(encodings, labels, False, layout)
 
 
+INPUTS = ("input_ids", "token_type_ids", "attention_mask", TOKEN_MASK)
+
+
 class Collator:
     """Pads a list of features to the longest in the batch (dynamic padding)."""
 
@@ -357,14 +481,21 @@ class Collator:
         self.regression = regression
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(item["input_ids"]) for item in items)
+        rows = items
+        if isinstance(items[0]["input_ids"][0], list):  # multiple choice: k rows per example
+            rows = [
+                {k: item[k][i] for k in INPUTS if k in item}
+                for item in items
+                for i in range(len(item["input_ids"]))
+            ]
+        width = max(len(row["input_ids"]) for row in rows)
         batch: dict[str, torch.Tensor] = {}
-        for key in ("input_ids", "token_type_ids", "attention_mask", TOKEN_MASK):
-            if key not in items[0]:
+        for key in INPUTS:
+            if key not in rows[0]:
                 continue
             fill = self.pad_token_id if key == "input_ids" else 0
             batch[key] = torch.tensor(
-                [item[key] + [fill] * (width - len(item[key])) for item in items], dtype=torch.long
+                [row[key] + [fill] * (width - len(row[key])) for row in rows], dtype=torch.long
             )
         if "labels" in items[0] and isinstance(items[0]["labels"], list):  # tags, flat
             tags = [t for item in items for t in item["labels"]]

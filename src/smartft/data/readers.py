@@ -308,6 +308,35 @@ def read_arrow(path: Path, fmt: str) -> list[Row]:
     return [Row(i, fields, unit="row") for i, fields in enumerate(table.to_pylist(), start=1)]
 
 
+def read_squad(path: Path) -> list[Row]:
+    """One row per question of a SQuAD JSON file (`{"data": [{"title", "paragraphs": [{"context",
+    "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}`); errors name the
+    question's position and id."""
+    try:
+        document = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"invalid JSON: {err.msg}", line=err.lineno) from None
+    articles = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(articles, list) or not articles:
+        raise DataError(path, 'not a SQuAD file: expected {"data": [articles], ...}')
+    rows: list[Row] = []
+    for number, article in enumerate(articles, start=1):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise DataError(path, f"article {number} has no 'paragraphs' list")
+        title = str(article.get("title", number))
+        for paragraph in paragraphs:
+            context, questions = paragraph.get("context"), paragraph.get("qas")
+            if not isinstance(context, str) or not isinstance(questions, list):
+                raise DataError(path, f"article {number}: a paragraph lacks 'context' or 'qas'")
+            for qa in questions:
+                fields = {"title": title, "context": context, **qa}
+                rows.append(Row(len(rows) + 1, fields, unit="question"))
+    if not rows:
+        raise DataError(path, "no questions in the file")
+    return rows
+
+
 def read_rows(
     path: Path, fmt: str, *, columns: Sequence[str] | None = None, json_key: str | None = None
 ) -> list[Row]:
@@ -323,4 +352,6 @@ def read_rows(
         return read_json_list(path, json_key)
     if fmt == "conll":
         return read_conll(path)
+    if fmt == "squad":
+        return read_squad(path)
     raise DataError(path, f"unknown format '{fmt}'", fix=f"use one of {', '.join(FORMATS)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from smartft.choice import answer_ids, count_answers
 from smartft.config import TrainConfig
 from smartft.data.dataset import (
     Examples,
@@ -34,6 +35,25 @@ def custom_task(cfg: TrainConfig) -> TaskSpec:
         )
         if f
     }
+    if cfg.problem_type == "multiple_choice":
+        columns = tuple(c.strip() for c in (cfg.text_columns or "context,question").split(","))
+        if len(columns) != 2 or not all(columns):
+            raise ConfigError(
+                "--problem_type multiple_choice: --text_columns names the context and the "
+                f"question columns (two names), got {cfg.text_columns!r}"
+            )
+        return TaskSpec(
+            name="custom",
+            files=files,
+            text_columns=columns,
+            label_column=cfg.label_column,
+            labels=(),
+            metrics=("accuracy",),
+            fmt="",
+            id_column="id",
+            submission={"test": "predictions.tsv"} if cfg.test_file else {},
+            shape="choice",
+        )
     if detect_format(Path(next(iter(files.values())))) == "conll":
         return TaskSpec(
             name="custom",
@@ -45,7 +65,7 @@ def custom_task(cfg: TrainConfig) -> TaskSpec:
             fmt="conll",
             id_column=None,
             submission={"test": "predictions.conll"} if cfg.test_file else {},
-            tagging=True,
+            shape="token",
         )
     if not cfg.text_columns:
         raise ConfigError("custom data needs --text_columns (one or two comma-separated names)")
@@ -125,7 +145,9 @@ def load_train_data(cfg: TrainConfig) -> TrainData:
     if "train" not in spec.files:
         raise ConfigError(f"task {spec.name} has no training split")
     path, rows = read_split(spec, "train", data_dir(cfg))
-    if spec.tagging and spec.labels == ():
+    if spec.shape == "choice" and not spec.labels:  # your own file: k from its first row
+        spec = replace(spec, labels=answer_ids(count_answers(path, rows)))
+    elif spec.tagging and spec.labels == ():
         spec = with_metrics(spec, infer_tags(path, rows))
     elif spec.labels == () or spec.name == "custom":
         spec = with_metrics(
@@ -153,8 +175,8 @@ def ood_examples(cfg: TrainConfig, spec: TaskSpec) -> list[tuple[Transfer, Examp
     """--ood_tasks: each set's evaluation split and how the trained model scores it, read and
     checked now, so that a wrong name or an incompatible set stops the run before training."""
     names = [n.strip() for n in (cfg.ood_tasks or "").split(",") if n.strip()]
-    if names and spec.tagging:
-        raise ConfigError("--ood_tasks scores sentence tasks; a tagging run has none")
+    if names and spec.shape != "sentence":
+        raise ConfigError(f"--ood_tasks scores sentence tasks; a {spec.shape}-task run has none")
     folder = Path(cfg.ood_data_dir) if cfg.ood_data_dir else data_dir(cfg)
     trained = None if spec.is_regression else tuple(spec.id2label().values())
     found = []

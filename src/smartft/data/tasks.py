@@ -11,6 +11,8 @@ from smartft.errors import DataError
 
 NLI3 = ("entailment", "neutral", "contradiction")
 NLI2 = ("entailment", "not_entailment")
+SHAPES = ("sentence", "token", "choice", "span")
+SPAN_METRICS = ("f1", "exact_match")
 TAG_METRICS = ("f1", "precision", "recall", "accuracy")  # entity-level P/R/F1, word accuracy
 
 
@@ -39,15 +41,22 @@ class TaskSpec:
     id_column: str | None = "index"
     eval_split: str = "validation"
     dropout: float | None = None  # the head's dropout (a --task_def task's dropout_p)
-    tagging: bool = False  # a tag per word (CoNLL files), scored by entity F1
+    # what one example is and what the model outputs for it (SHAPES); "token": a tag per word
+    # (CoNLL files), scored by entity F1; "choice": k answers to one question, scored together
+    # (`labels` are the answer indices); "span": a question and a context, answered by a span
+    shape: str = "sentence"
     # one file holding every split, told apart by a column (SICK's SemEval_set): the value of
     # `split_column` that each split's rows carry
     split_column: str | None = None
     split_values: dict[str, str] = field(default_factory=dict)
 
     @property
+    def tagging(self) -> bool:
+        return self.shape == "token"
+
+    @property
     def is_regression(self) -> bool:
-        return self.labels is None
+        return self.labels is None and self.shape != "span"
 
     @property
     def main_metric(self) -> str:
@@ -56,6 +65,12 @@ class TaskSpec:
     @property
     def num_labels(self) -> int:
         return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def model_outputs(self) -> int:
+        """Outputs of the model's head: one score per answer (multiple choice), a start and an
+        end score per token (span), else one per label."""
+        return {"choice": 1, "span": 2}.get(self.shape, self.num_labels)
 
     def id2label(self) -> dict[int, str]:
         names = self.label_names or self.labels or ("score",)
@@ -220,9 +235,37 @@ _TASKS.append(
         },
         submission={"test": "wnut17-test.conll"},
         id_column=None,
-        tagging=True,
+        shape="token",
     )
 )
+# Commonsense reading comprehension (ALICE's task) and extractive QA (MT-DNN's span task)
+_TASKS += [
+    TaskSpec(
+        name="cosmosqa",
+        folder="CosmosQA",
+        fmt="csv",
+        text_columns=("context", "question"),
+        label_column="label",
+        labels=("0", "1", "2", "3"),
+        label_names=("answer0", "answer1", "answer2", "answer3"),
+        metrics=("accuracy",),
+        files={"train": "train.csv", "validation": "valid.csv"},
+        id_column="id",
+        shape="choice",
+    ),
+    TaskSpec(
+        name="squad",
+        folder="SQuAD",
+        fmt="squad",
+        text_columns=("question", "context"),
+        label_column="answers",
+        labels=None,
+        metrics=SPAN_METRICS,
+        files={"train": "train-v1.1.json", "validation": "dev-v1.1.json"},
+        id_column="id",
+        shape="span",
+    ),
+]
 for _round in (1, 2, 3):
     _TASKS.append(
         TaskSpec(
