@@ -6,8 +6,8 @@ folder; every number measured on them must say that it comes from these parts, n
 official splits.
 
     .venv/bin/python scripts/split_mc_qa.py [--data_dir ../shared/data] [--out data/splits]
-    smartft train --task_name cosmosqa --data_dir data/splits/mc ...
-    smartft train --task_name squad --data_dir data/splits/qa ...
+    smartft train --task_name cosmosqa --data_dir data/splits ...
+    smartft train --task_name squad --data_dir data/splits ...
 
 The split is deterministic: a passage (a Cosmos context, a SQuAD article title) goes to the
 evaluation part when the SHA-256 of its text, read as a number, falls in the lowest fifth, so
@@ -72,12 +72,14 @@ def split_squad(source: Path, out: Path) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", default="../shared/data", help="holding mc/ and qa/")
-    parser.add_argument("--out", default="data/splits", help="where mc/ and qa/ are written")
+    parser.add_argument(
+        "--out", default="data/splits", help="where CosmosQA/ and SQuAD/ are written"
+    )
     args = parser.parse_args()
     data, out = Path(args.data_dir), Path(args.out)
     written = {
-        "mc/CosmosQA": split_cosmos(data / "mc/CosmosQA/valid.csv", out / "mc/CosmosQA"),
-        "qa/SQuAD": split_squad(data / "qa/SQuAD/dev-v1.1.json", out / "qa/SQuAD"),
+        "CosmosQA": split_cosmos(data / "mc/CosmosQA/valid.csv", out / "CosmosQA"),
+        "SQuAD": split_squad(data / "qa/SQuAD/dev-v1.1.json", out / "SQuAD"),
     }
     for folder, sizes in written.items():
         for name, count in sizes.items():

@@ -323,21 +323,21 @@ def test_the_split_script_keeps_every_passage_on_one_side(tmp_path: Path) -> Non
             str(tmp_path / out),
         ]
         subprocess.run(command, check=True, capture_output=True)
-    parts = tmp_path / "a" / "mc" / "CosmosQA"
+    parts = tmp_path / "a" / "CosmosQA"
     rows = {
         n: list(csv.DictReader((parts / n).open(newline=""))) for n in ("train.csv", "valid.csv")
     }
     contexts = [{r["context"] for r in part} for part in rows.values()]
     assert not contexts[0] & contexts[1] and all(contexts)
     assert sum(map(len, rows.values())) == 60
-    assert len(load_examples(get_task("cosmosqa"), "train", tmp_path / "a" / "mc")) == len(
+    assert len(load_examples(get_task("cosmosqa"), "train", tmp_path / "a")) == len(
         rows["train.csv"]
     )
-    squad = tmp_path / "a" / "qa"
+    squad = tmp_path / "a"
     train, dev = (load_examples(SQUAD, s, squad) for s in ("train", "validation"))
     assert train.groups is not None and dev.groups is not None
     assert not set(train.groups) & set(dev.groups) and len(train) + len(dev) == 40
-    for name in ("mc/CosmosQA/valid.csv", "qa/SQuAD/dev-v1.1.json"):
+    for name in ("CosmosQA/valid.csv", "SQuAD/dev-v1.1.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
