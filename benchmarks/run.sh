@@ -30,3 +30,11 @@ if [ -f models/all-mpnet-base-v2/model.safetensors ]; then
       --variants plain,smart,smart-fast --warmup 1 --steps 2 --repeats 2 \
       --data_dir "$GLUE_DIR" --out benchmarks/results --name mpnet
 fi
+# multiple choice and extractive QA (the parts scripts/split_mc_qa.py writes): a step of plain,
+# SMART and ALICE on MiniLM, 4 answers x 128 tokens per question and windows of 256 tokens
+[ -d data/splits/SQuAD ] || .venv/bin/python scripts/split_mc_qa.py
+for task in cosmosqa:128 squad:256; do
+  .venv/bin/smartft bench --models all-MiniLM-L6-v2 --task_name "${task%%:*}" \
+      --seq_lengths "${task##*:}" --variants plain,smart,alice --warmup 1 --steps 2 --repeats 3 \
+      --data_dir data/splits --out benchmarks/results --name "${task%%:*}"
+done
