@@ -18,7 +18,7 @@ from smartft.data.tasks import get_task
 from smartft.errors import ConfigError, DataError
 from smartft.methods import METHODS
 
-from .conftest import SMART_FLAGS, WORDS, sentence
+from .conftest import SMART_FLAGS, WORDS, sentence, write_rte
 from .test_engine import cli
 
 COSMOS = get_task("cosmosqa")
@@ -272,7 +272,15 @@ def test_fast_mode_distillation_and_multi_task_are_refused_clearly(
     fast = [*SMART_FLAGS, "--smart_fraction", "0.5"]
     code, _, err = cli(mc_args(tiny_model, data, tmp_path / "a", *fast), capsys)
     assert code != 0 and "a multiple-choice task regularizes every output" in err
-    with pytest.raises(ConfigError):
+    teachers = ["--teachers", str(tmp_path / "teacher")]
+    code, _, err = cli(mc_args(tiny_model, data, tmp_path / "b", *teachers), capsys)
+    assert code != 0 and "works on sentence tasks, not a multiple-choice task" in err
+    write_rte(data / "RTE")
+    args = mc_args(tiny_model, data, tmp_path / "c")
+    args[args.index("cosmosqa")] = "rte,cosmosqa"
+    code, _, err = cli(args, capsys)
+    assert code != 0 and "train the multiple-choice task cosmosqa on its own" in err
+    with pytest.raises(ConfigError, match="names the context and the question columns"):
         from smartft.config import TrainConfig
         from smartft.data.sources import resolve_task
 

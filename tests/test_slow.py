@@ -104,3 +104,45 @@ def test_every_method_through_the_python_api(tmp_path: Path) -> None:
         assert {k: results[k] for k in saved} == saved
     with pytest.raises(smartft.ConfigError, match=r"smartft\.train: unknown option 'lr'"):
         smartft.train(task_name="rte", data_dir=str(GLUE), lr=1e-5)
+
+
+@pytest.mark.parametrize("task", ["cosmosqa", "squad"])
+def test_minilm_with_smart_on_a_slice_of_real_cosmos_qa_and_squad(
+    task: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The new shapes on the real checkpoint and real data (the parts split_mc_qa.py cuts from
+    the shared sets), then `smartft eval` and `predict` on the saved model. (Every method runs
+    on both shapes with the tiny model: test_choice.py, test_span.py.)"""
+    import subprocess
+    import sys
+
+    shared = GLUE.parent
+    if not (shared / "qa" / "SQuAD").is_dir() or not (shared / "mc" / "CosmosQA").is_dir():
+        pytest.skip("the shared Cosmos QA / SQuAD files are not here")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "split_mc_qa.py"
+    data = tmp_path / "splits"
+    subprocess.run(
+        [sys.executable, str(script), "--data_dir", str(shared), "--out", str(data)], check=True
+    )
+    out = tmp_path / "run"
+    common = ["--task_name", task, "--data_dir", str(data), "--max_eval_samples", "16"]
+    code, _, err = cli(
+        ["train", *common, "--output_dir", str(out), "--method", "smart", "--max_train_samples",
+         "16", "--num_train_epochs", "1", "--max_seq_length", "128",
+         "--per_device_train_batch_size", "8", "--logging_steps", "2"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    metric = "accuracy" if task == "cosmosqa" else "f1"
+    trained = json.loads((out / "all_results.json").read_text())[f"eval_{metric}"]
+    code, text, err = cli(["eval", "--model_name_or_path", str(out), *common], capsys)
+    assert code == 0, err
+    assert json.loads(text)[metric] == pytest.approx(trained)
+    pred = tmp_path / "pred"
+    code, _, err = cli(
+        ["predict", "--model_name_or_path", str(out), *common, "--split", "validation",
+         "--output_dir", str(pred)],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(list(pred.iterdir())) == 1
