@@ -274,7 +274,7 @@ def test_fast_mode_distillation_and_multi_task_are_refused_clearly(
     assert code != 0 and "a multiple-choice task regularizes every output" in err
     teachers = ["--teachers", str(tmp_path / "teacher")]
     code, _, err = cli(mc_args(tiny_model, data, tmp_path / "b", *teachers), capsys)
-    assert code != 0 and "works on sentence tasks, not a multiple-choice task" in err
+    assert code != 0 and "works on sentence tasks only, not a multiple-choice task" in err
     write_rte(data / "RTE")
     args = mc_args(tiny_model, data, tmp_path / "c")
     args[args.index("cosmosqa")] = "rte,cosmosqa"
