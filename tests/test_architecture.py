@@ -103,6 +103,7 @@ COMMANDS = {
     "smartft.cli",
     "smartft.inference",
     "smartft.sweep",
+    "smartft.tune",
     "smartft.report",
     "smartft.bench",
     "smartft.launch",

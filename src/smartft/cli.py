@@ -64,6 +64,7 @@ def _parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_model_commands(commands)
     _add_sweep(commands)
+    _add_tune(commands)
     _add_report(commands)
     _add_bench(commands)
     commands.add_parser("methods", help="list the fine-tuning methods")
@@ -178,7 +179,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args, unknown = parser.parse_known_args(tokens)
     if unknown:
         command = parser.commands[args.command]
-        if args.command != "sweep":
+        if args.command not in ("sweep", "tune"):
             _unknown_option(command, unknown[0])
         args.set = [*args.set, *_train_options_as_sets(command, unknown)]
     return args
@@ -222,6 +223,58 @@ def _add_sweep(commands: Any) -> None:
         help="an extra grid axis over a train option (repeatable)",
     )
     sweep.add_argument("--dry_run", action="store_true", help="list the runs still to do")
+
+
+def _add_tune(commands: Any) -> None:
+    tune = commands.add_parser(
+        "tune",
+        help="choose the method and its settings on held-out training data (Optuna), workers "
+        "on many machines",
+        description="Each trial trains on the training set minus --holdout_fraction (default "
+        "0.1) and is scored on that part; dev is never read. Start the same command on several "
+        "processes or machines against one --storage to share the study; run it again to resume. "
+        "Writes best.yaml, tune-report.md and, with --final_seeds, final.md. Any train option "
+        "(--task_name, --model_name_or_path, ...) is given to every trial.",
+    )
+    tune.add_argument("--config", default=None, help="YAML file of train options for every trial")
+    tune.add_argument("--output_dir", required=True, help="trials, best.yaml and reports go here")
+    tune.add_argument(
+        "--methods", default="plain,smart", help="comma-separated methods to choose among"
+    )
+    tune.add_argument(
+        "--n_trials", type=int, default=10, help="trials this worker runs (0: only report)"
+    )
+    tune.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL (default: sqlite:///OUTPUT_DIR/study.db; postgresql://user@"
+        "host/db for workers on several machines)",
+    )
+    tune.add_argument("--study_name", default=None, help="default: the output folder's name")
+    tune.add_argument(
+        "--pruner",
+        default="median",
+        choices=("median", "halving", "threshold", "none"),
+        help="stops trials early on their held-out score (default median)",
+    )
+    tune.add_argument(
+        "--prune_below", type=float, default=None, help="--pruner threshold: the score to beat"
+    )
+    tune.add_argument(
+        "--search", default=None, help="YAML: each method's (or '*': every method's) ranges"
+    )
+    tune.add_argument(
+        "--final_seeds",
+        default=None,
+        help="e.g. 1,2,3,4,5: then train the winner and plain at their settings on the full "
+        "training set, dev read once per run, and write the paired report",
+    )
+    tune.add_argument(
+        "--sampler_seed", type=int, default=None, help="TPE sampler seed (one worker only)"
+    )
+    tune.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a train option"
+    )
 
 
 def _add_report(commands: Any) -> None:
@@ -333,6 +386,35 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from smartft.tune import run_tune
+
+    base: dict[str, Any] = dict(load_yaml(args.config)) if args.config else {}
+    for pair in args.set:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SmartftError(f"--set {pair}: expected KEY=VALUE")
+        base[key] = value
+    seeds = [int(s) for s in args.final_seeds.split(",")] if args.final_seeds else None
+    summary = run_tune(
+        base,
+        [m.strip() for m in args.methods.split(",") if m.strip()],
+        Path(args.output_dir),
+        args.n_trials,
+        storage=args.storage,
+        study_name=args.study_name,
+        pruner=args.pruner,
+        prune_below=args.prune_below,
+        search=args.search,
+        final_seeds=seeds,
+        sampler_seed=args.sampler_seed,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _methods(args: argparse.Namespace) -> int:
     from smartft.methods import METHODS
 
@@ -436,6 +518,7 @@ COMMANDS = {
     "methods": _methods,
     "tasks": _tasks,
     "sweep": _sweep,
+    "tune": _tune,
     "bench": _bench,
     "report": _report,
     "train": _train,
