@@ -99,6 +99,22 @@ def glue_dir(tmp_path: Path) -> Path:
 SMART_FLAGS = ["--method", "smart", "--smart_eps", "1e-2", "--smart_step_size", "1e-2"]
 
 
+def every_method() -> pytest.MarkDecorator:
+    """A test's `flags` over every registered method (SMART with SMART_FLAGS) and LoRA."""
+    from smartft.methods import METHODS
+
+    others = [name for name in METHODS if name != "smart"]
+    return pytest.mark.parametrize(
+        "flags",
+        [
+            *(["--method", name] for name in others),
+            SMART_FLAGS,
+            ["--peft", "lora", "--lora_target_modules", "query,value"],
+        ],
+        ids=[*others, "smart", "lora"],
+    )
+
+
 def command(name: str, **options: object) -> list[str]:
     """`smartft NAME --key value ...` as an argument list (True gives a bare flag)."""
     args = [name]

@@ -16,9 +16,8 @@ from smartft.data.dataset import Collator, load_examples, tokenize
 from smartft.data.sources import custom_task
 from smartft.data.tasks import get_task
 from smartft.errors import ConfigError, DataError
-from smartft.methods import METHODS
 
-from .conftest import SMART_FLAGS, WORDS, sentence, write_rte
+from .conftest import SMART_FLAGS, WORDS, every_method, sentence, write_rte
 from .test_engine import cli
 
 COSMOS = get_task("cosmosqa")
@@ -195,7 +194,9 @@ def test_smart_divergence_is_over_the_answers_of_each_question(
     all of a question's scores together changes nothing, moving one answer's does."""
     data = write_cosmos(tmp_path / "mc" / "CosmosQA")
     examples = load_examples(COSMOS, "validation", data)
-    _, tokenizer = load_model_and_tokenizer(tiny_model)
+    from smartft.modeling import load_model
+
+    _, tokenizer = load_model(tiny_model, COSMOS)
     features = tokenize(examples, tokenizer, 48, False)
     batch = Collator(tokenizer.pad_token_id, False)([features[i] for i in range(4)])
     reference = smart_terms(tiny_model, batch, torch.zeros(16))
@@ -206,24 +207,10 @@ def test_smart_divergence_is_over_the_answers_of_each_question(
     assert smart_terms(tiny_model, batch, per_answer) != pytest.approx(reference, rel=1e-4)
 
 
-def load_model_and_tokenizer(model_dir: str) -> tuple[object, object]:
-    from smartft.modeling import load_model
-
-    return load_model(model_dir, COSMOS)
-
-
 # ----------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.parametrize(
-    "flags",
-    [
-        *(["--method", name] for name in METHODS if name != "smart"),
-        SMART_FLAGS,
-        ["--peft", "lora", "--lora_target_modules", "query,value"],
-    ],
-    ids=[*(name for name in METHODS if name != "smart"), "smart", "lora"],
-)
+@every_method()
 def test_cosmosqa_trains_with_every_kind_of_method(
     flags: list[str], tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -15,7 +15,6 @@ from smartft.data.dataset import load_examples, tokenize
 from smartft.data.readers import read_squad
 from smartft.data.tasks import get_task
 from smartft.errors import DataError
-from smartft.methods import METHODS
 from smartft.span import (
     SpanLayout,
     answer_tokens,
@@ -25,7 +24,7 @@ from smartft.span import (
     token_f1,
 )
 
-from .conftest import SMART_FLAGS, WORDS
+from .conftest import WORDS, every_method
 from .test_engine import cli
 
 SQUAD = get_task("squad")
@@ -230,15 +229,7 @@ def test_metrics_by_hand() -> None:
 # ----------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.parametrize(
-    "flags",
-    [
-        *(["--method", name] for name in METHODS if name != "smart"),
-        SMART_FLAGS,
-        ["--peft", "lora", "--lora_target_modules", "query,value"],
-    ],
-    ids=[*(name for name in METHODS if name != "smart"), "smart", "lora"],
-)
+@every_method()
 def test_squad_trains_with_every_kind_of_method(
     flags: list[str], tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
