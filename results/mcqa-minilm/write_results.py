@@ -14,6 +14,8 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
+
 from smartft.report import (
     READING_RULE,
     VERDICT_RULE,
@@ -39,8 +41,20 @@ TASKS = {"cosmosqa": "Cosmos QA (accuracy)", "squad": "SQuAD v1.1 (F1)"}
 PARTS = (
     "on the parts of the official evaluation sets that scripts/split_mc_qa.py cuts (Cosmos QA by "
     "context: 2,397 training / 588 evaluation questions; SQuAD by article: 9,236 / 1,334), not "
-    "the official dev sets"
+    "the official dev sets, training on 40 % and 20 % of the training parts"
 )
+
+
+def settings() -> str:
+    """The sweep's options, as its YAML file gives them: shared ones, then each task's."""
+    sweep = yaml.safe_load(SWEEP.read_text(encoding="utf-8"))
+    shared = ("per_device_train_batch_size", "learning_rate", "warmup_ratio", "weight_decay")
+    text = ", ".join(f"`{k}: {sweep['base'][k]}`" for k in shared)
+    tasks = {}
+    for entry in sweep["grid"]:
+        axes = {k: v[0] for k, v in entry.items() if k not in ("seed", "task_name")}
+        tasks[entry["task_name"][0]] = ", ".join(f"`{k}: {v}`" for k, v in axes.items())
+    return text + "; " + "; ".join(f"{task}: {axes}" for task, axes in tasks.items())
 
 
 def records() -> list[Record]:
@@ -136,10 +150,9 @@ def main() -> None:
         "`.venv/bin/python results/mcqa-minilm/write_results.py`.",
         "",
         "Every figure is " + PARTS + ". One setting per task, fixed before any run and the same "
-        "for every method (results/mcqa-minilm/sweep.yaml): batch 16, lr 5e-5, 10 % warm-up, "
-        "weight decay 0.01; Cosmos QA 4 answers x 128 tokens, 3 epochs; SQuAD windows of 256 "
-        "tokens, 2 epochs; SMART and ALICE at the library's defaults. The evaluation part is "
-        "read once, after the last update, so nothing is chosen on it. "
+        f"for every method (results/mcqa-minilm/sweep.yaml): {settings()}; SMART and ALICE at "
+        "the library's defaults. The evaluation part is read once, after the last update, so "
+        "nothing is chosen on it. "
         + READING_RULE
         + " "
         + VERDICT_RULE
