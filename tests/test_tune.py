@@ -130,6 +130,25 @@ def test_final_seeds_train_the_winner_and_plain_and_report_the_pairs(
     assert "### rte" in (out / "final.md").read_text()
 
 
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(
+    tiny_model: str, rte: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """R3F's trials get a radius the option check refuses: they fail (FAIL, with the reason
+    in the report), plain's trials complete, and the best is plain."""
+    (tmp_path / "search.yaml").write_text(SEARCH + "r3f: {r3f_eps: -1.0}\n", encoding="utf-8")
+    out = tmp_path / "tune"
+    args = tune_args(tiny_model, rte, out, "--methods", "plain,r3f", "--n_trials", "2",
+                     "--pruner", "none")  # fmt: skip
+    code, _, err = cli(args, capsys)
+    assert code == 0, err
+    states = {
+        t.params["method"]: t.state.name for t in trials(f"sqlite:///{out / 'study.db'}", "tune")
+    }  # type: ignore[attr-defined]
+    assert states == {"plain": "COMPLETE", "r3f": "FAIL"}
+    assert "| FAIL: ConfigError:" in (out / "tune-report.md").read_text()
+    assert yaml.safe_load((out / "best.yaml").read_text())["method"] == "plain"
+
+
 def test_final_seeds_need_plain_among_the_methods(
     tiny_model: str, rte: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

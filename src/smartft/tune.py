@@ -196,8 +196,12 @@ class Tuner:
             save_model=False,
             save_strategy="no",
         )
-        run = resolve(options, yaml_name="tune trial")
-        results = TrialRecipe(run, trial).train()
+        try:
+            run = resolve(options, yaml_name="tune trial")
+            results = TrialRecipe(run, trial).train()
+        except (SmartftError, ValueError, RuntimeError) as err:  # the report says why
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:300])
+            raise
         value = results.get(f"eval_{results['main_metric']}")
         if value is None or not math.isfinite(float(value)):
             raise SmartftError(f"trial {trial.number}: no finite held-out score")
@@ -412,9 +416,10 @@ def report_text(study: Any, best: dict[str, Any]) -> str:
         last = f"update {max(steps)}: {steps[max(steps)]:.4f}" if steps else ""
         method = trial.params.get("method", "")
         worker = trial.user_attrs.get("worker", "")
-        lines.append(
-            f"| {trial.number} | {trial.state.name} | {method} | {value} | {last} | {worker} |"
-        )
+        state = trial.state.name
+        if "error" in trial.user_attrs:
+            state += ": " + trial.user_attrs["error"].replace("|", "/").replace("\n", " ")
+        lines.append(f"| {trial.number} | {state} | {method} | {value} | {last} | {worker} |")
     lines += ["", "## Importance of each setting", ""]
     try:
         with warnings.catch_warnings(record=True) as caught:
