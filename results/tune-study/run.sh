@@ -8,7 +8,7 @@
 # training set, seeds 1-5, dev read once: the study's phase 2 seeds. One worker per task, one
 # thread each; a stopped session resumes the study (a trial cut off is marked FAIL, and the
 # worker runs its remaining trials). From the repository root, with the code frozen:
-#   git worktree add ../tune-src COMMIT   # the commit that added this file
+#   git worktree add ../tune-src bdf34c1
 #   bash results/tune-study/run.sh ../tune-src rte &  bash results/tune-study/run.sh ../tune-src mrpc &
 set -euo pipefail
 cd "$(dirname "$0")/../.."
