@@ -76,7 +76,8 @@ def test_one_worker_searches_on_held_out_data_and_best_yaml_trains(
                      "--pruner", "none", "--sampler_seed", "0")  # fmt: skip
     code, text, err = cli(args, capsys)
     assert code == 0, err
-    summary = json.loads(text[text.index("{") :])
+    assert "tune: trial 2 (" in text and "; best so far " in text  # a line per trial
+    summary = json.loads(text[text.index("\n{") :])
     assert summary["best_method"] in ("plain", "smart")
     found = trials(f"sqlite:///{out / 'study.db'}", "tune")
     assert [t.state.name for t in found] == ["COMPLETE"] * 3  # type: ignore[attr-defined]

@@ -316,13 +316,28 @@ def run_tune(
     if n_trials > 0:
         # a failing trial is recorded as FAIL and the study goes on
         study.optimize(
-            tuner.objective, n_trials=n_trials, catch=(SmartftError, ValueError, RuntimeError)
+            tuner.objective,
+            n_trials=n_trials,
+            catch=(SmartftError, ValueError, RuntimeError),
+            callbacks=[lambda study, trial: say(progress(study, trial))],
         )
     say(f"tune: this worker spent {time.process_time() - started:.0f} s of CPU on its trials")
     summary = write_outputs(study, tuner)
     if final_seeds:
         summary["final"] = str(run_final(study, tuner, final_seeds, say))
     return summary
+
+
+def progress(study: Any, trial: Any) -> str:
+    """One line per finished trial: its state and score, and the best so far."""
+    method = trial.params.get("method", "?")
+    value = "" if trial.value is None else f" held-out {trial.value:.4f}"
+    line = f"tune: trial {trial.number} ({method}) {trial.state.name.lower()}{value}"
+    try:
+        best = study.best_trial
+    except ValueError:  # no trial has completed
+        return line
+    return line + f"; best so far {best.value:.4f} (trial {best.number}, {best.params['method']})"
 
 
 def check(base: dict[str, Any], methods: list[str], final_seeds: list[int] | None) -> None:
