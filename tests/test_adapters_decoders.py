@@ -149,7 +149,7 @@ def test_lora_regression_adapters_load_with_their_one_output_head(
     )
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "qwen2"])
 @pytest.mark.parametrize("shape", ["choice", "span"])
 def test_decoders_answer_multiple_choice_and_span_tasks(
     kind: str, shape: str, tiny_model: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
