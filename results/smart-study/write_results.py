@@ -57,14 +57,29 @@ def progress(config: Path) -> str:
     tasks = sorted({run.axes["task"] for run in runs}, key=TASKS.index)
     text = f"{len(runs) - len(missing)} of {len(runs)} runs finished (tasks: {', '.join(tasks)})"
     if missing and len(missing) < len(runs):
-        seeds: dict[str, set[int]] = {}
+        seeds: dict[str, dict[str, list[int]]] = {}
         for run in missing:
-            seeds.setdefault(str(run.axes["variant"]), set()).add(int(run.axes["seed"]))
-        text += "; not run: " + "; ".join(
-            f"`{variant}` at seeds {' and '.join(map(str, sorted(s)))}"
-            for variant, s in seeds.items()
-        )
+            by_task = seeds.setdefault(str(run.axes["variant"]), {})
+            by_task.setdefault(str(run.axes["task"]), []).append(int(run.axes["seed"]))
+        parts = []
+        for variant, by_task in seeds.items():
+            tasks_of: dict[str, list[str]] = {}
+            for task, s in by_task.items():
+                tasks_of.setdefault(seed_ranges(s), []).append(task)
+            parts += [f"`{variant}` seeds {r} ({', '.join(t)})" for r, t in tasks_of.items()]
+        text += "; not run: " + "; ".join(parts)
     return text
+
+
+def seed_ranges(seeds: list[int]) -> str:
+    """Seeds as short ranges, "1, 3-5", so a progress line stays one readable line."""
+    spans: list[list[int]] = []
+    for seed in sorted(set(seeds)):
+        if spans and seed == spans[-1][1] + 1:
+            spans[-1][1] = seed
+        else:
+            spans.append([seed, seed])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def records_of(folder: Path) -> list[Record]:
