@@ -732,3 +732,35 @@ def test_out_of_distribution_scores_of_weights_chosen_on_dev_are_marked(tmp_path
     results["checkpoint_chosen_on"] = "end"
     (folder / "all_results.json").write_text(json.dumps(results))
     assert not ood_records(collect(tmp_path))[0].dev_selected
+
+
+def test_report_flags_methods_that_answer_one_label(tmp_path: Path) -> None:
+    """PAWS's trap, as the SMART study met it: MRPC models that call nearly every PAWS pair a
+    paraphrase score near the constant predictor, and the report says so under the table."""
+    for seed in (1, 2, 3):
+        for variant, share in (("plain", 0.99), ("smart", 0.80)):
+            fake_run(tmp_path, "mrpc", variant, seed, 0.8)
+            path = tmp_path / "mrpc" / variant / f"seed{seed}" / "all_results.json"
+            results = json.loads(path.read_text())
+            results.update(
+                {
+                    "eval_top_prediction_share": 0.7,
+                    "eval_majority_baseline": 0.68,
+                    "ood_paws_accuracy": 0.45,
+                    "ood_paws_top_prediction_share": share,
+                    "ood_paws_majority_baseline": 0.558,
+                }
+            )
+            path.write_text(json.dumps(results))
+    records = collect(tmp_path)
+    assert {(r.top_share, r.majority) for r in records} == {(0.7, 0.68)}
+    text, _ = report(tmp_path, tmp_path / "out", plots=False)
+    dev, shifted = text.split("## Out of distribution")
+    assert "one label" not in dev
+    assert "- mrpc → paws, `plain`: 99.0% of answers are one label" in shifted
+    assert "scores accuracy 0.5580 here" in shifted and "`smart`:" not in shifted
+    summary = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {c["variant"]: c["top_share"] for c in summary if "→" in c["task"]} == {
+        "plain": 0.99,
+        "smart": 0.8,
+    }

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from smartft.batch import model_inputs
 from smartft.data.tasks import TaskSpec
-from smartft.metrics import compute_metrics
+from smartft.metrics import class_balance, compute_metrics
 from smartft.precision import Precision
 from smartft.span import SpanLayout, score_span_layout, stack_windows, window_outputs
 from smartft.tagging import TOKEN_MASK, TagLayout, score_tags
@@ -97,4 +97,8 @@ def score(
         return score_span_layout(outputs, layout)
     if labels is None:
         raise ValueError(f"scoring {spec.name} needs labels")
-    return compute_metrics(spec.metrics, to_predictions(outputs, spec.is_regression), labels)
+    predictions = to_predictions(outputs, spec.is_regression)
+    metrics = compute_metrics(spec.metrics, predictions, labels)
+    if spec.shape == "sentence" and not spec.is_regression:
+        metrics.update(class_balance(predictions, labels))
+    return metrics

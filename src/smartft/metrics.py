@@ -55,6 +55,24 @@ def compute_metrics(
     return {name: compute_metric(name, predictions, labels) for name in names}
 
 
+def class_balance(
+    predictions: NDArray[np.float64], labels: NDArray[np.float64]
+) -> dict[str, float]:
+    """Two reference figures beside a classifier's metrics, because a score means little without
+    them: the accuracy of answering the most common gold label everywhere (`majority_baseline`),
+    and the share of examples given the model's most common answer (`top_prediction_share`, 1.0
+    for a model that answers one label everywhere). A score near the baseline with a share near 1
+    is a model that collapsed onto one answer, not one that learned a little."""
+    if len(labels) == 0:
+        return {"majority_baseline": math.nan, "top_prediction_share": math.nan}
+    _, gold = np.unique(labels, return_counts=True)
+    _, answered = np.unique(predictions, return_counts=True)
+    return {
+        "majority_baseline": float(gold.max() / len(labels)),
+        "top_prediction_share": float(answered.max() / len(predictions)),
+    }
+
+
 def is_better(new: float, best: float | None) -> bool:
     """Higher is better for every metric here; NaN never wins."""
     if math.isnan(new):

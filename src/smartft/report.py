@@ -58,6 +58,11 @@ class Record:
     # out-of-distribution scores (--ood_tasks): "paws" -> ("accuracy", value), each set's main
     ood: dict[str, tuple[str, float]] = field(default_factory=dict)
     chosen_on: str = "end"  # what chose the weights the run scored last (`chosen_on`)
+    # a classifier's answers where `value` was scored (metrics.class_balance; nan: not recorded):
+    # the share of its most common answer, and what answering the commonest gold label scores
+    top_share: float = math.nan
+    majority: float = math.nan
+    ood_balance: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,6 +89,8 @@ class Cell:
     detectable: float | None = None  # the |Δ| found 80 % of the time at this n and spread
     paired_seeds: int = 0
     dev_selected: bool = False  # some seed's value was chosen on dev (see Record)
+    top_share: float = math.nan  # median over seeds of Record.top_share
+    majority: float = math.nan  # the commonest gold label's share (the same for every seed)
 
 
 def collect(runs_dir: Path) -> list[Record]:
@@ -99,7 +106,8 @@ def collect(runs_dir: Path) -> list[Record]:
         metric = results["main_metric"]
         metrics, dev_selected = final_metrics(folder, results)
         # --score_dev_at_end: dev's one reading of the checkpoint the held-out part chose
-        value = metrics.get(f"dev_{metric}", metrics.get(f"eval_{metric}"))
+        prefix = "dev_" if f"dev_{metric}" in metrics else "eval_"
+        value = metrics.get(f"{prefix}{metric}")
         held_out = results.get("eval_split") == "holdout" and f"dev_{metric}" not in metrics
         extra = {k: v for k, v in axes.items() if k not in ("task", "variant", "seed")}
         records.append(
@@ -118,9 +126,28 @@ def collect(runs_dir: Path) -> list[Record]:
                 split="holdout" if held_out else "dev",
                 ood=ood_scores(results),
                 chosen_on=chosen_on(folder, results),
+                top_share=_number(metrics.get(f"{prefix}top_prediction_share")),
+                majority=_number(metrics.get(f"{prefix}majority_baseline")),
+                ood_balance={
+                    name: balance
+                    for name in TASKS
+                    if not math.isnan((balance := _balance(results, f"ood_{name}_"))[0])
+                },
             )
         )
     return records
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _balance(results: dict[str, Any], prefix: str) -> tuple[float, float]:
+    """(top_prediction_share, majority_baseline) under `prefix`; nan where not recorded."""
+    return (
+        _number(results.get(f"{prefix}top_prediction_share")),
+        _number(results.get(f"{prefix}majority_baseline")),
+    )
 
 
 def ood_scores(results: dict[str, Any]) -> dict[str, tuple[str, float]]:
@@ -144,6 +171,8 @@ def ood_records(records: list[Record]) -> list[Record]:
             metric=metric,
             value=value,
             dev_selected=record.dev_selected or record.chosen_on == "dev",
+            top_share=record.ood_balance.get(name, (math.nan, math.nan))[0],
+            majority=record.ood_balance.get(name, (math.nan, math.nan))[1],
         )
         for record in records
         for name, (metric, value) in sorted(record.ood.items())
@@ -338,6 +367,8 @@ def summarize(records: list[Record], baseline: str = "plain") -> list[Cell]:
                 runtime_s=statistics.median(
                     [r.runtime_s for r in members if not r.runtime_partial] or [math.nan]
                 ),
+                top_share=_median_known([r.top_share for r in members]),
+                majority=_median_known([r.majority for r in members]),
             )
         )
     by_key = {(c.task, c.setting, c.variant): c for c in cells}
@@ -362,6 +393,11 @@ def summarize(records: list[Record], baseline: str = "plain") -> list[Cell]:
             cell.ci_low, cell.ci_high = found.ci_low, found.ci_high
             cell.p_sign_flip, cell.detectable = found.p_sign_flip, found.detectable
     return cells
+
+
+def _median_known(values: list[float]) -> float:
+    known = [v for v in values if not math.isnan(v)]
+    return statistics.median(known) if known else math.nan
 
 
 def _fmt(value: float | None, digits: int = 4, signed: bool = False) -> str:
@@ -413,6 +449,7 @@ def markdown(cells: list[Cell], baseline: str = "plain") -> str:
         ]
         lines += [_row(c) for c in group]
         lines.append("")
+    lines += one_answer_notes(cells)
     if any(c.dev_selected for c in cells):
         lines += [
             f"{DEV_SELECTED_MARK} best epoch on dev: runs kept without metrics.jsonl, so their "
@@ -421,6 +458,29 @@ def markdown(cells: list[Cell], baseline: str = "plain") -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+ONE_ANSWER = 0.95  # a median share of one answer at or above this is flagged under the table
+
+
+def one_answer_notes(cells: list[Cell]) -> list[str]:
+    """A line under the tables for each method whose runs give nearly every example one answer:
+    its score then sits near the constant predictor's, and a difference to another such method
+    measures how far it moved that bias rather than what it learned."""
+    notes = [
+        f"{c.task}{f' ({c.setting})' if c.setting else ''}, `{c.variant}`: "
+        f"{c.top_share:.1%} of answers are one label (median over seeds); answering the "
+        f"commonest label everywhere scores accuracy {c.majority:.4f} here."
+        for c in cells
+        if c.top_share >= ONE_ANSWER
+    ]
+    if not notes:
+        return []
+    return (
+        ["Near one answer (a score at the constant predictor's floor):", ""]
+        + [f"- {note}" for note in notes]
+        + [""]
+    )
 
 
 def _row(c: Cell) -> str:
