@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from smartft.report import (
+    MIN_PAIRED_SEEDS,
     READING_RULE,
     VERDICT_RULE,
     Cell,
@@ -126,14 +127,25 @@ def blocks(mpnet: list[Record] | None = None) -> dict[str, str]:
     mpnet = records() if mpnet is None else mpnet
     named = [(c.task.upper(), c) for c in smart_cells(mpnet).values()]
     seeds = sorted({c.paired_seeds for _, c in named})
+    judged = [(name, c) for name, c in named if c.paired_seeds >= MIN_PAIRED_SEEDS]
+    if judged:
+        said = f"SMART against plain is {tally(judged)} ({'/'.join(map(str, seeds))} seeds)."
+    elif named:  # pairs, but too few for a verdict: the differences so far, marked as such
+        said = (
+            "SMART − plain so far "
+            + ", ".join(
+                f"{name} {c.diff_mean_paired:+.4f} ({c.paired_seeds} pair"
+                + ("s)" if c.paired_seeds > 1 else ")")
+                for name, c in named
+                if c.diff_mean_paired is not None
+            )
+            + f"; no verdict below {MIN_PAIRED_SEEDS} pairs."
+        )
+    else:
+        said = "no pair of runs has finished yet."
     finding = (
         "110 M parameters (`results/mpnet-study.md`: all-mpnet-base-v2, RTE and MRPC, lr 2e-5, "
-        "3 epochs, the paper's SMART settings): "
-        + (
-            f"SMART against plain is {tally(named)} ({'/'.join(map(str, seeds))} seeds)."
-            if named
-            else "no pair of runs has finished yet."
-        )
+        "3 epochs, the paper's SMART settings): " + said
     )
     return {"mpnet-finding": finding, "mpnet": size_table(mpnet)}
 
