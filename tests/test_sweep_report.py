@@ -21,6 +21,7 @@ from smartft.checkpoint import COMPLETE
 from smartft.config import write_yaml
 from smartft.errors import ConfigError
 from smartft.report import (
+    Cell,
     Record,
     collect,
     collect_many,
@@ -30,6 +31,7 @@ from smartft.report import (
     report,
     runs_table,
     summarize,
+    tally,
     verdict,
 )
 from smartft.sweep import build, claim, expand, run_all
@@ -764,3 +766,26 @@ def test_report_flags_methods_that_answer_one_label(tmp_path: Path) -> None:
         "plain": 0.99,
         "smart": 0.8,
     }
+
+
+def test_tally_names_pairs_too_few_for_a_verdict() -> None:
+    """One or two pairs carry no verdict; the words say so instead of "0, 0 and 0"."""
+
+    def cell(task: str, smart: list[float]) -> Cell:
+        records = [
+            Record(Path("."), task, variant, seed, "", "accuracy", value, 60.0)
+            for variant, values in (("plain", [0.5, 0.6, 0.55]), ("smart", smart))
+            for seed, value in enumerate(values, start=1)
+        ]
+        (found,) = [c for c in summarize(records) if c.variant == "smart"]
+        return found
+
+    named = [
+        ("RTE", cell("rte", [0.6, 0.7, 0.65])),  # +0.1 on every seed: better
+        ("MRPC", cell("mrpc", [0.52])),  # one pair
+        ("CoLA", cell("cola", [0.52, 0.6])),  # two pairs
+    ]
+    assert tally(named) == (
+        "better on 1 (RTE), tie on 0, worse on 0, too few pairs yet on 2 (MRPC, CoLA)"
+    )
+    assert tally(named[:1]) == "better on 1 (RTE), tie on 0, worse on 0"

@@ -127,9 +127,8 @@ def blocks(mpnet: list[Record] | None = None) -> dict[str, str]:
     mpnet = records() if mpnet is None else mpnet
     named = [(c.task.upper(), c) for c in smart_cells(mpnet).values()]
     seeds = sorted({c.paired_seeds for _, c in named})
-    judged = [(name, c) for name, c in named if c.paired_seeds >= MIN_PAIRED_SEEDS]
-    if judged:
-        said = f"SMART against plain is {tally(judged)} ({'/'.join(map(str, seeds))} seeds)."
+    if any(c.paired_seeds >= MIN_PAIRED_SEEDS for _, c in named):
+        said = f"SMART against plain is {tally(named)} ({'/'.join(map(str, seeds))} seeds)."
     elif named:  # pairs, but too few for a verdict: the differences so far, marked as such
         said = (
             "SMART − plain so far "

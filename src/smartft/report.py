@@ -423,14 +423,17 @@ DEV_SELECTED_MARK = "\\*"  # a markdown asterisk
 
 
 def tally(named: Sequence[tuple[str, Cell]]) -> str:
-    """Verdicts in words: "better on 1 (stsb), tie on 3, worse on 0" for (name, cell) pairs;
-    cells without a verdict are left out."""
+    """Verdicts in words: "better on 1 (stsb), tie on 3, worse on 0" for (name, cell) pairs,
+    then "too few pairs yet on 1 (rte)" for cells whose pairs cannot carry a verdict yet."""
     said = [(name, verdict(cell)) for name, cell in named]
     parts = []
     for word in ("better", "tie", "worse"):
         names = [name for name, v in said if v == word]
         listed = f" ({', '.join(names)})" if names and word != "tie" else ""
         parts.append(f"{word} on {len(names)}{listed}")
+    early = [name for name, cell in named if 0 < cell.paired_seeds < MIN_PAIRED_SEEDS]
+    if early:  # pairs have landed but a verdict needs MIN_PAIRED_SEEDS: say so, not "0, 0, 0"
+        parts.append(f"too few pairs yet on {len(early)} ({', '.join(early)})")
     return ", ".join(parts)
 
 
