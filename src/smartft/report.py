@@ -62,6 +62,7 @@ class Record:
     # the share of its most common answer, and what answering the commonest gold label scores
     top_share: float = math.nan
     majority: float = math.nan
+    # and per out-of-distribution set in `ood`: (top_share, majority)
     ood_balance: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
@@ -110,6 +111,7 @@ def collect(runs_dir: Path) -> list[Record]:
         value = metrics.get(f"{prefix}{metric}")
         held_out = results.get("eval_split") == "holdout" and f"dev_{metric}" not in metrics
         extra = {k: v for k, v in axes.items() if k not in ("task", "variant", "seed")}
+        ood = ood_scores(results)
         records.append(
             Record(
                 folder=folder,
@@ -124,15 +126,11 @@ def collect(runs_dir: Path) -> list[Record]:
                 and results.get("train_runtime_before_resume_s") is None,
                 dev_selected=dev_selected,
                 split="holdout" if held_out else "dev",
-                ood=ood_scores(results),
+                ood=ood,
                 chosen_on=chosen_on(folder, results),
                 top_share=_number(metrics.get(f"{prefix}top_prediction_share")),
                 majority=_number(metrics.get(f"{prefix}majority_baseline")),
-                ood_balance={
-                    name: balance
-                    for name in TASKS
-                    if not math.isnan((balance := _balance(results, f"ood_{name}_"))[0])
-                },
+                ood_balance={name: _balance(results, f"ood_{name}_") for name in ood},
             )
         )
     return records
@@ -171,8 +169,8 @@ def ood_records(records: list[Record]) -> list[Record]:
             metric=metric,
             value=value,
             dev_selected=record.dev_selected or record.chosen_on == "dev",
-            top_share=record.ood_balance.get(name, (math.nan, math.nan))[0],
-            majority=record.ood_balance.get(name, (math.nan, math.nan))[1],
+            top_share=record.ood_balance[name][0] if name in record.ood_balance else math.nan,
+            majority=record.ood_balance[name][1] if name in record.ood_balance else math.nan,
         )
         for record in records
         for name, (metric, value) in sorted(record.ood.items())
