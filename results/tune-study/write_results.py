@@ -1,5 +1,5 @@
 """Writes results/tune-study.md: `smartft tune` (plain, SMART, R3F; 12 trials per task) against
-the SMART study's grid search (12 runs per task) on RTE and MiniLM-L6's MRPC: what each chose on
+the SMART study's grid search (12 runs per task) on RTE and MRPC with MiniLM-L6: what each chose on
 the held-out part of the training set, the CPU time each search spent (one thread: wall time is
 CPU time), and its winner against plain on dev over seeds 1-5 (the tune's final seeds, the
 study's phase 2). Run from the repository root during or after results/tune-study/run.sh:
@@ -10,6 +10,7 @@ study's phase 2). Run from the repository root during or after results/tune-stud
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,7 @@ def tune_search(task: str) -> dict[str, Any] | None:
 
     study = optuna.load_study(study_name=task, storage=f"sqlite:///{db.resolve()}")
     found = study.get_trials(deepcopy=False)
-    states: dict[str, int] = {}
-    for trial in found:
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    states = dict(Counter(trial.state.name for trial in found))
     seconds = sum(
         (t.datetime_complete - t.datetime_start).total_seconds()
         for t in found
