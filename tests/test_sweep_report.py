@@ -33,6 +33,7 @@ from smartft.report import (
     summarize,
     tally,
     verdict,
+    versus_text,
 )
 from smartft.sweep import build, claim, expand, run_all
 
@@ -789,3 +790,25 @@ def test_tally_names_pairs_too_few_for_a_verdict() -> None:
         "better on 1 (RTE), tie on 0, worse on 0, too few pairs yet on 2 (MRPC, CoLA)"
     )
     assert tally(named[:1]) == "better on 1 (RTE), tie on 0, worse on 0"
+
+
+def test_versus_text_shows_a_single_pair_as_run() -> None:
+    """A variant with one pair has run: its cell gives the difference and says no interval exists
+    yet, where the old tables said "not run yet"; from two pairs on it gives the interval."""
+
+    def cell(smart: list[float]) -> Cell:
+        records = [
+            Record(Path("."), "rte", variant, seed, "", "accuracy", value, 60.0)
+            for variant, values in (("plain", [0.5, 0.6, 0.55]), ("smart", smart))
+            for seed, value in enumerate(values, start=1)
+        ]
+        (found,) = [c for c in summarize(records) if c.variant == "smart"]
+        return found
+
+    assert versus_text(None, "not run yet") == "not run yet"
+    assert versus_text(cell([0.52]), "not run yet") == "+0.0200 (1 pair: no interval yet)"
+    three = cell([0.6, 0.7, 0.65])
+    assert versus_text(three, "-") == "+0.1000 [+0.1000, +0.1000] better (3)"
+    assert versus_text(three, "-", with_detectable=True).endswith(
+        "better (3 seeds; detectable 0.0000)"
+    )

@@ -27,7 +27,7 @@ from smartft.report import (
     runs_table,
     summarize,
     tally,
-    verdict,
+    versus_text,
 )
 from smartft.sweep import build, expand, from_file, is_done
 
@@ -59,15 +59,6 @@ def smart_cells(found: list[Record]) -> dict[str, Cell]:
     return {c.task: c for c in summarize(found) if c.variant == "smart"}
 
 
-def versus(cell: Cell | None) -> str:
-    if cell is None or cell.ci_low is None or cell.ci_high is None:
-        return "not paired yet"
-    return (
-        f"{cell.diff_mean_paired:+.4f} [{cell.ci_low:+.4f}, {cell.ci_high:+.4f}] "
-        f"{verdict(cell)} ({cell.paired_seeds} seeds; detectable {cell.detectable:.4f})"
-    )
-
-
 def size_table(mpnet: list[Record]) -> str:
     """SMART − plain per task on both models: does the effect grow with size?"""
     ours, small = smart_cells(mpnet), smart_cells(minilm_records())
@@ -80,9 +71,11 @@ def size_table(mpnet: list[Record]) -> str:
     for task in TASKS:
         base = plain.get(task)
         median = f"{base.median:.4f} ({len(base.values)})" if base else "not run yet"
-        rows.append(
-            f"| {task.upper()} | {median} | {versus(ours.get(task))} | {versus(small.get(task))} |"
+        mpnet_smart, minilm_smart = (
+            versus_text(cells.get(task), "not paired yet", with_detectable=True)
+            for cells in (ours, small)
         )
+        rows.append(f"| {task.upper()} | {median} | {mpnet_smart} | {minilm_smart} |")
     return "\n".join(rows)
 
 

@@ -39,6 +39,7 @@ from smartft.report import (
     summarize,
     tally,
     verdict,
+    versus_text,
 )
 from smartft.sweep import build, expand, from_file, is_done
 
@@ -371,20 +372,10 @@ def headline(final: list[Record]) -> str:
             detectable = "–" if paper is None or paper.detectable is None else paper.detectable
             rows.append(
                 f"| {label} ({plain.metric}) | {plain.median:.4f} ({len(plain.values)}) | "
-                f"{versus(paper)} | {versus(short)} | "
+                f"{versus_text(paper, 'not run yet')} | {versus_text(short, 'not run yet')} | "
                 + (f"{detectable:.4f} |" if isinstance(detectable, float) else "– |")
             )
     return "\n".join(rows)
-
-
-def versus(cell: Cell | None) -> str:
-    """A variant's paired difference to plain, its interval, verdict and number of pairs."""
-    if cell is None or cell.ci_low is None or cell.ci_high is None:
-        return "not run yet"
-    return (
-        f"{cell.diff_mean_paired:+.4f} [{cell.ci_low:+.4f}, {cell.ci_high:+.4f}] "
-        f"{verdict(cell)} ({cell.paired_seeds})"
-    )
 
 
 def blocks(final: list[Record] | None = None) -> dict[str, str]:

@@ -417,6 +417,21 @@ def verdict(cell: Cell) -> str:
     return judge(cell.paired_seeds, cell.ci_low, cell.ci_high)
 
 
+def versus_text(cell: Cell | None, absent: str, with_detectable: bool = False) -> str:
+    """A variant against the baseline in one table cell: the mean same-seed difference, its
+    interval and verdict, and the number of pairs. One pair has no interval, but it has run: the
+    cell says so rather than reading like a run still to come."""
+    if cell is None or cell.diff_mean_paired is None:
+        return absent
+    diff = f"{cell.diff_mean_paired:+.4f}"
+    if cell.ci_low is None or cell.ci_high is None:
+        return f"{diff} ({cell.paired_seeds} pair: no interval yet)"
+    pairs = str(cell.paired_seeds)
+    if with_detectable and cell.detectable is not None:
+        pairs = f"{cell.paired_seeds} seeds; detectable {cell.detectable:.4f}"
+    return f"{diff} [{cell.ci_low:+.4f}, {cell.ci_high:+.4f}] {verdict(cell)} ({pairs})"
+
+
 DEV_SELECTED_MARK = "\\*"  # a markdown asterisk
 
 
