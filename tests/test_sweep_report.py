@@ -769,22 +769,23 @@ def test_report_flags_methods_that_answer_one_label(tmp_path: Path) -> None:
     }
 
 
+def smart_against_plain(task: str, smart: list[float]) -> Cell:
+    """The SMART cell of a task whose plain runs scored 0.5, 0.6, 0.55 on seeds 1-3."""
+    records = [
+        Record(Path("."), task, variant, seed, "", "accuracy", value, 60.0)
+        for variant, values in (("plain", [0.5, 0.6, 0.55]), ("smart", smart))
+        for seed, value in enumerate(values, start=1)
+    ]
+    (found,) = [c for c in summarize(records) if c.variant == "smart"]
+    return found
+
+
 def test_tally_names_pairs_too_few_for_a_verdict() -> None:
     """One or two pairs carry no verdict; the words say so instead of "0, 0 and 0"."""
-
-    def cell(task: str, smart: list[float]) -> Cell:
-        records = [
-            Record(Path("."), task, variant, seed, "", "accuracy", value, 60.0)
-            for variant, values in (("plain", [0.5, 0.6, 0.55]), ("smart", smart))
-            for seed, value in enumerate(values, start=1)
-        ]
-        (found,) = [c for c in summarize(records) if c.variant == "smart"]
-        return found
-
     named = [
-        ("RTE", cell("rte", [0.6, 0.7, 0.65])),  # +0.1 on every seed: better
-        ("MRPC", cell("mrpc", [0.52])),  # one pair
-        ("CoLA", cell("cola", [0.52, 0.6])),  # two pairs
+        ("RTE", smart_against_plain("rte", [0.6, 0.7, 0.65])),  # +0.1 on every seed: better
+        ("MRPC", smart_against_plain("mrpc", [0.52])),  # one pair
+        ("CoLA", smart_against_plain("cola", [0.52, 0.6])),  # two pairs
     ]
     assert tally(named) == (
         "better on 1 (RTE), tie on 0, worse on 0, too few pairs yet on 2 (MRPC, CoLA)"
@@ -795,19 +796,10 @@ def test_tally_names_pairs_too_few_for_a_verdict() -> None:
 def test_versus_text_shows_a_single_pair_as_run() -> None:
     """A variant with one pair has run: its cell gives the difference and says no interval exists
     yet, where the old tables said "not run yet"; from two pairs on it gives the interval."""
-
-    def cell(smart: list[float]) -> Cell:
-        records = [
-            Record(Path("."), "rte", variant, seed, "", "accuracy", value, 60.0)
-            for variant, values in (("plain", [0.5, 0.6, 0.55]), ("smart", smart))
-            for seed, value in enumerate(values, start=1)
-        ]
-        (found,) = [c for c in summarize(records) if c.variant == "smart"]
-        return found
-
+    one = smart_against_plain("rte", [0.52])
     assert versus_text(None, "not run yet") == "not run yet"
-    assert versus_text(cell([0.52]), "not run yet") == "+0.0200 (1 pair: no interval yet)"
-    three = cell([0.6, 0.7, 0.65])
+    assert versus_text(one, "not run yet") == "+0.0200 (1 pair: no interval yet)"
+    three = smart_against_plain("rte", [0.6, 0.7, 0.65])
     assert versus_text(three, "-") == "+0.1000 [+0.1000, +0.1000] better (3)"
     assert versus_text(three, "-", with_detectable=True).endswith(
         "better (3 seeds; detectable 0.0000)"
