@@ -89,6 +89,27 @@ def machines(records: list[Record]) -> list[str]:
     return [f"- {p}: " + "; ".join(sorted(seen[p])) for p in PRECISIONS if seen[p]]
 
 
+def same_everywhere(records: list[Record]) -> list[str]:
+    """A paragraph for rows whose every pair scored exactly the same: their interval and
+    detectable Δ are 0 because the differences have no spread, not because the study is exact."""
+    rows = [
+        f"{method} {task.upper()}"
+        for (task, method), seeds in sorted(pairs(records).items())
+        if (both := [v for v in seeds.values() if len(v) == 2])
+        and len(both) >= 3
+        and all(v["bf16"].value == v["float32"].value for v in both)
+    ]
+    if not rows:
+        return []
+    return [
+        f"{', '.join(rows)}: each seed reached exactly the same accuracy in float32 and in "
+        "bf16, so the differences have no spread and the interval and detectable Δ print as 0. "
+        "That says bf16 changed no seed's score here; it does not make three seeds able to "
+        "see any small difference.",
+        "",
+    ]
+
+
 def finding(records: list[Record]) -> str:
     """One sentence for the README: the verdicts of the four rows, and what bf16 saved in wall
     time over the runs that have both halves (their time ratio, median over the pairs)."""
@@ -154,6 +175,7 @@ def main() -> None:
         "",
         *(rows(records) if records else ["No run has finished."]),
         "",
+        *same_everywhere(records),
         "SMART's ball of ε = 1e-5 is below what bf16 represents on MiniLM's word embeddings "
         "(smartft warns: docs/precision.md), so a bf16 SMART run's R_s measures rounding noise "
         "and dropout rather than the perturbation; a tie here says the two precisions reach "
