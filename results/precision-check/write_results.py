@@ -10,6 +10,7 @@ from the repository root:
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -89,14 +90,18 @@ def machines(records: list[Record]) -> list[str]:
     return [f"- {p}: " + "; ".join(sorted(seen[p])) for p in PRECISIONS if seen[p]]
 
 
+def matched(seeds: dict[int, dict[str, Record]]) -> list[dict[str, Record]]:
+    """The seeds that ran in both precisions."""
+    return [v for v in seeds.values() if len(v) == 2]
+
+
 def same_everywhere(records: list[Record]) -> list[str]:
     """A paragraph for rows whose every pair scored exactly the same: their interval and
     detectable Δ are 0 because the differences have no spread, not because the study is exact."""
     rows = [
         f"{method} {task.upper()}"
         for (task, method), seeds in sorted(pairs(records).items())
-        if (both := [v for v in seeds.values() if len(v) == 2])
-        and len(both) >= 3
+        if len(both := matched(seeds)) >= 3
         and all(v["bf16"].value == v["float32"].value for v in both)
     ]
     if not rows:
@@ -116,7 +121,7 @@ def finding(records: list[Record]) -> str:
     said: dict[str, list[str]] = {"better": [], "tie": [], "worse": []}
     waiting, ratios = [], []
     for (task, method), seeds in sorted(pairs(records).items()):
-        both = [v for v in seeds.values() if len(v) == 2]
+        both = matched(seeds)
         found = compare([v["bf16"].value - v["float32"].value for v in both]) if both else None
         name = f"{method} {task.upper()}"
         if found is None or found.verdict not in said:
@@ -128,7 +133,7 @@ def finding(records: list[Record]) -> str:
         f"{word} on {len(names)}" + (f" ({', '.join(names)})" if names and word != "tie" else "")
         for word, names in said.items()
     )
-    ratios = [r for r in ratios if r == r]  # nan: a run resumed by code that kept no time
+    ratios = [r for r in ratios if not math.isnan(r)]  # a run resumed by code that kept no time
     time = (
         f"; a bf16 run took {statistics.median(ratios):.2f}x the wall time of its float32 pair "
         f"(median of {len(ratios)})"
