@@ -501,6 +501,9 @@ def main() -> None:
         f"{progress(ROOT / 'selection-a.yaml')} and {progress(ROOT / 'selection-b.yaml')}",
         f"- the radius grid (`radius.yaml`): {progress(ROOT / 'radius.yaml')}",
         f"- phase 2, dev (`final.yaml`): {progress(ROOT / 'final.yaml')}",
+        f"- seeds 6-10 of plain and `smart-paper` (`final-more.yaml`): "
+        f"{progress(ROOT / 'final-more.yaml')}",
+        f"- the out-of-distribution reruns (`ood.yaml`): {progress(ROOT / 'ood.yaml')}",
         "",
         "## Protocol",
         "",
