@@ -195,6 +195,38 @@ def test_two_workers_share_one_sqlite_study(tiny_model: str, rte: Path, tmp_path
     assert "| COMPLETE |" in (out / "tune-report.md").read_text()
 
 
+def test_a_worker_that_loses_the_sqlite_schema_race_joins_the_study(tmp_path: Path) -> None:
+    """Two workers on a fresh SQLite file: the other one creates the `trials` table between
+    this worker's existence check and its own CREATE TABLE (the CI failure "table trials already
+    exists"). This worker must try again and join the study, not die."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from smartft.tune import open_study
+
+    path = tmp_path / "study.db"
+    raced: list[str] = []
+
+    def the_other_worker_wins(conn, cursor, statement, params, context, many):  # type: ignore[no-untyped-def]
+        if statement.lstrip().startswith("CREATE TABLE trials") and not raced:
+            raced.append(statement)
+            other = sqlite3.connect(path)
+            other.execute(statement)
+            other.commit()
+            other.close()
+
+    event.listen(Engine, "before_cursor_execute", the_other_worker_wins)
+    try:
+        study = open_study("race", f"sqlite:///{path}", optuna.pruners.NopPruner(), seed=0)
+    finally:
+        event.remove(Engine, "before_cursor_execute", the_other_worker_wins)
+    assert raced, "the schema was not created through CREATE TABLE trials"
+    study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=1)
+    assert len(trials(f"sqlite:///{path}", "race")) == 1
+
+
 def test_a_killed_workers_trial_is_failed_and_the_study_carries_on(
     tiny_model: str, rte: Path, tmp_path: Path
 ) -> None:

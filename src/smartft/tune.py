@@ -251,7 +251,8 @@ def make_pruner(name: str, below: float | None) -> Any:
 
 def open_study(name: str, url: str, pruner: Any, seed: int | None, tries: int = 5) -> Any:
     """Create or join the study. Workers started together race to create the storage's tables
-    (PostgreSQL refuses the second `CREATE TYPE`): the loser tries again."""
+    (PostgreSQL refuses the second `CREATE TYPE`, SQLite the second `CREATE TABLE`, or finds
+    the file locked): the loser tries again, and then finds the tables made."""
     import optuna
     import sqlalchemy.exc
 
@@ -272,11 +273,26 @@ def open_study(name: str, url: str, pruner: Any, seed: int | None, tries: int = 
                 sampler=optuna.samplers.TPESampler(seed=seed),
                 load_if_exists=True,
             )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+        except (
+            sqlalchemy.exc.IntegrityError,
+            sqlalchemy.exc.ProgrammingError,
+            sqlalchemy.exc.OperationalError,
+        ) as error:
             attempt += 1
-            if attempt == tries:
+            if attempt == tries or not lost_the_race(error):
                 raise
             time.sleep(float(attempt))
+
+
+def lost_the_race(error: Exception) -> bool:
+    """Whether an error creating the study is another worker's doing (retry) rather than a
+    real fault, such as a folder that cannot be opened (raise at once)."""
+    import sqlalchemy.exc
+
+    if not isinstance(error, sqlalchemy.exc.OperationalError):
+        return True
+    text = str(error.orig)
+    return "already exists" in text or "database is locked" in text
 
 
 def run_tune(
